@@ -1,0 +1,83 @@
+// Package vtp is the VOEvent Transport Protocol wire code shared by every
+// role: length-prefixed framing (spec/vtp.md §1) and Transport messages
+// (§2.2, §2.3), written byte for byte as Comet writes them.
+package vtp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// DefaultMaxFrame is Comet's limit (Twisted's Int32StringReceiver.MAX_LENGTH):
+// a frame of 99,999 bytes is accepted, 100,000 is refused. Every Comet peer
+// drops the connection on a larger frame, so raising it only helps between
+// brokers of this project.
+const DefaultMaxFrame = 99999
+
+// ErrFrameTooLarge reports a length prefix above the reader's limit. The
+// payload is never read or allocated; the caller should close the connection
+// without a reply, as Comet does.
+var ErrFrameTooLarge = errors.New("length limit exceeded")
+
+// FrameReader reads frames from a stream. It is not safe for concurrent use.
+type FrameReader struct {
+	r   io.Reader
+	max int
+	hdr [4]byte
+}
+
+// NewFrameReader reads frames of at most max bytes (max <= 0 means
+// DefaultMaxFrame). Wrap r in a bufio.Reader if many small frames arrive
+// back to back.
+func NewFrameReader(r io.Reader, max int) *FrameReader {
+	if max <= 0 {
+		max = DefaultMaxFrame
+	}
+	return &FrameReader{r: r, max: max}
+}
+
+// Max is the largest payload this reader accepts.
+func (fr *FrameReader) Max() int { return fr.max }
+
+// ReadFrame returns the next payload in a freshly allocated slice that the
+// caller owns. io.EOF means the peer closed cleanly between frames;
+// io.ErrUnexpectedEOF means it closed inside one.
+func (fr *FrameReader) ReadFrame() ([]byte, error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(fr.hdr[:])
+	// Checked before any allocation: a little-endian or hostile prefix
+	// (e.g. 0x7fffffff) costs nothing.
+	if uint64(n) > uint64(fr.max) {
+		return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrFrameTooLarge, n, fr.max)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(fr.r, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return buf, nil
+}
+
+// AppendFrame appends the 4-byte big-endian length prefix and payload to dst.
+func AppendFrame(dst, payload []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)))
+	return append(dst, payload...)
+}
+
+// Frame returns payload framed in a new slice, ready for a single Write.
+func Frame(payload []byte) []byte {
+	return AppendFrame(make([]byte, 0, 4+len(payload)), payload)
+}
+
+// WriteFrame writes one frame with a single Write call, so a frame is never
+// interleaved with another writer's bytes at the syscall level.
+func WriteFrame(w io.Writer, payload []byte) error {
+	_, err := w.Write(Frame(payload))
+	return err
+}

@@ -1,0 +1,290 @@
+package vtp
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/comet-go/comet/xmlsafe"
+)
+
+// Transport roles (spec/vtp.md §2.1).
+const (
+	RoleIAmAlive     = "iamalive"
+	RoleAuthenticate = "authenticate"
+	RoleAck          = "ack"
+	RoleNak          = "nak"
+)
+
+// Namespaces a Transport root may carry. Comet emits NamespaceComet; the
+// VTP documents and pygcn use NamespaceVTP. Input is never checked against
+// them (Comet doesn't), they are listed for emitters and tests.
+const (
+	NamespaceComet    = "http://www.telescope-networks.org/xml/Transport/v1.1"
+	NamespaceVTP      = "http://telescope-networks.org/schema/Transport/v1.1"
+	NamespacePygcnAlt = "http://telescope-networks.org/xml/Transport/v1.1"
+)
+
+// FilterParam is the Meta/Param name that carries an XPath filter in an
+// authenticate reply (Comet >= 1.2).
+const FilterParam = "xpath-filter"
+
+// TimeStampLayout is Comet latest's TimeStamp format: UTC, seconds, 'Z'.
+const TimeStampLayout = "2006-01-02T15:04:05Z"
+
+// Param is a Meta/Param of a Transport message.
+type Param struct{ Name, Value string }
+
+// Message is a Transport message. For output only Role, Origin, Response,
+// Meta and Result are used; the other fields are filled when parsing.
+type Message struct {
+	Role      string
+	Origin    string
+	Response  string // omitted when empty
+	TimeStamp string // as received; set by the builders for output
+	// Meta controls whether a <Meta> element is written even when empty
+	// (Comet always includes it in authenticate replies).
+	Meta    bool
+	Params  []Param
+	Result  string
+	Filters []string // parsed: Param xpath-filter values, then old <filter type="xpath"> texts
+
+	Namespace string // parsed: namespace of the root element
+	Root      string // parsed: local name of the root element
+}
+
+const (
+	xmlDecl  = "<?xml version='1.0' encoding='UTF-8'?>\n"
+	rootOpen = `<trn:Transport xmlns:trn="` + NamespaceComet +
+		`" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" version="1.0"` +
+		` xsi:schemaLocation="http://telescope-networks.org/schema/Transport/v1.1 http://www.telescope-networks.org/schema/Transport-v1.1.xsd" role="`
+	rootClose = "</trn:Transport>\n"
+)
+
+// Marshal renders m exactly as Comet (lxml, pretty-printed) does, so that
+// byte-level comparisons with Comet hold.
+func (m *Message) Marshal() []byte {
+	var b strings.Builder
+	b.Grow(512 + len(m.Result))
+	b.WriteString(xmlDecl)
+	b.WriteString(rootOpen)
+	escapeAttr(&b, m.Role)
+	b.WriteString("\">\n  <Origin>")
+	escapeText(&b, m.Origin)
+	b.WriteString("</Origin>\n")
+	if m.Response != "" {
+		b.WriteString("  <Response>")
+		escapeText(&b, m.Response)
+		b.WriteString("</Response>\n")
+	}
+	b.WriteString("  <TimeStamp>")
+	escapeText(&b, m.TimeStamp)
+	b.WriteString("</TimeStamp>\n")
+	switch {
+	case len(m.Params) > 0 || m.Result != "":
+		b.WriteString("  <Meta>\n")
+		for _, p := range m.Params {
+			b.WriteString(`    <Param name="`)
+			escapeAttr(&b, p.Name)
+			b.WriteString(`" value="`)
+			escapeAttr(&b, p.Value)
+			b.WriteString("\"/>\n")
+		}
+		if m.Result != "" {
+			b.WriteString("    <Result>")
+			escapeText(&b, m.Result)
+			b.WriteString("</Result>\n")
+		}
+		b.WriteString("  </Meta>\n")
+	case m.Meta:
+		b.WriteString("  <Meta/>\n")
+	}
+	b.WriteString(rootClose)
+	return []byte(b.String())
+}
+
+// TimeStamp formats t as Comet latest does.
+func TimeStamp(t time.Time) string { return t.UTC().Format(TimeStampLayout) }
+
+// Ack is the receipt for an accepted event: Origin is the event's ivorn,
+// Response the acknowledging node's IVOID (omitted when empty).
+func Ack(ivorn, local string, now time.Time) []byte {
+	return (&Message{Role: RoleAck, Origin: ivorn, Response: local, TimeStamp: TimeStamp(now)}).Marshal()
+}
+
+// Nak is the receipt for a refused event; reason becomes Meta/Result
+// verbatim (the receiver passes "Event rejected: ...").
+func Nak(ivorn, local, reason string, now time.Time) []byte {
+	return (&Message{Role: RoleNak, Origin: ivorn, Response: local, TimeStamp: TimeStamp(now), Result: reason}).Marshal()
+}
+
+// IAmAlive is a keep-alive probe (origin = the broker's IVOID) or, from a
+// subscriber, its reply (origin copied from the probe).
+func IAmAlive(origin, response string, now time.Time) []byte {
+	return (&Message{Role: RoleIAmAlive, Origin: origin, Response: response, TimeStamp: TimeStamp(now)}).Marshal()
+}
+
+// AuthenticateRequest is what a broadcaster sends on connect.
+func AuthenticateRequest(origin string, now time.Time) []byte {
+	return (&Message{Role: RoleAuthenticate, Origin: origin, TimeStamp: TimeStamp(now)}).Marshal()
+}
+
+// AuthenticateReply is a subscriber's answer carrying its filters in the
+// schema-valid Param form; Meta is always present, as Comet writes it.
+func AuthenticateReply(origin, response string, filters []string, now time.Time) []byte {
+	m := &Message{Role: RoleAuthenticate, Origin: origin, Response: response, TimeStamp: TimeStamp(now), Meta: true}
+	for _, f := range filters {
+		m.Params = append(m.Params, Param{Name: FilterParam, Value: f})
+	}
+	return m.Marshal()
+}
+
+// ErrNotTransport is returned by ParseTransport when the root role is not a
+// Transport role.
+var ErrNotTransport = errors.New("not a Transport message")
+
+// ParseTransport reads a Transport message. Like Comet it classifies by the
+// root's role only and reads unqualified children by name; the namespace is
+// recorded, never checked, so every namespace variant is accepted.
+func ParseTransport(payload []byte) (*Message, error) {
+	d := xmlsafe.NewDecoder(payload, 0)
+	m := &Message{}
+	var oldFilters []string
+	var path [4]string // element names from the root down, for depth <= 3
+	var text strings.Builder
+	inFilter := false
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("unparsable: %w", err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth := d.Depth()
+			if depth == 1 {
+				if m.Root != "" {
+					return nil, errors.New("unparsable: more than one root element")
+				}
+				m.Root, m.Namespace = t.Name.Local, t.Name.Space
+				for _, a := range t.Attr {
+					if a.Name.Space == "" && a.Name.Local == "role" {
+						m.Role = a.Value
+					}
+				}
+				if !IsTransportRole(m.Role) {
+					return m, fmt.Errorf("%w: role %q", ErrNotTransport, m.Role)
+				}
+			}
+			if depth < len(path) {
+				path[depth] = t.Name.Local
+			}
+			text.Reset()
+			if depth == 2 && t.Name.Local == "Meta" {
+				m.Meta = true
+			}
+			if depth == 3 && path[2] == "Meta" {
+				switch t.Name.Local {
+				case "Param":
+					var p Param
+					for _, a := range t.Attr {
+						switch a.Name.Local {
+						case "name":
+							p.Name = a.Value
+						case "value":
+							p.Value = a.Value
+						}
+					}
+					m.Params = append(m.Params, p)
+					if p.Name == FilterParam {
+						m.Filters = append(m.Filters, p.Value)
+					}
+				case "filter":
+					for _, a := range t.Attr {
+						if a.Name.Local == "type" && a.Value == "xpath" {
+							inFilter = true
+						}
+					}
+				}
+			}
+		case xml.CharData:
+			text.Write(t)
+		case xml.EndElement:
+			depth := d.Depth() + 1 // depth of the element just closed
+			switch {
+			case depth == 2 && t.Name.Local == "Origin":
+				m.Origin = strings.TrimSpace(text.String())
+			case depth == 2 && t.Name.Local == "Response":
+				m.Response = strings.TrimSpace(text.String())
+			case depth == 2 && t.Name.Local == "TimeStamp":
+				m.TimeStamp = strings.TrimSpace(text.String())
+			case depth == 3 && path[2] == "Meta" && t.Name.Local == "Result":
+				m.Result = text.String()
+			case depth == 3 && path[2] == "Meta" && t.Name.Local == "filter" && inFilter:
+				oldFilters = append(oldFilters, text.String())
+				inFilter = false
+			}
+			text.Reset()
+		}
+	}
+	if m.Root == "" {
+		return nil, errors.New("unparsable: no root element")
+	}
+	// Comet latest: all Param filters first, then all old-style ones.
+	m.Filters = append(m.Filters, oldFilters...)
+	return m, nil
+}
+
+// IsTransportRole reports whether role is one of the four Transport roles.
+func IsTransportRole(role string) bool {
+	switch role {
+	case RoleIAmAlive, RoleAuthenticate, RoleAck, RoleNak:
+		return true
+	}
+	return false
+}
+
+func escapeText(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '&':
+			b.WriteString("&amp;")
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		case '\r':
+			b.WriteString("&#13;")
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
+
+func escapeAttr(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '&':
+			b.WriteString("&amp;")
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		case '"':
+			b.WriteString("&quot;")
+		case '\n':
+			b.WriteString("&#10;")
+		case '\r':
+			b.WriteString("&#13;")
+		case '\t':
+			b.WriteString("&#9;")
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
