@@ -1,0 +1,402 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comet-go/comet/vtp"
+)
+
+// maxSamples is how many nak texts and error messages a Report keeps.
+const maxSamples = 5
+
+// closeWait bounds how long a worker waits, after the receipt, for the
+// broker to close the connection (spec/vtp.md §4.1: it does so at once).
+// Letting the broker close first leaves TIME_WAIT on the broker's side of
+// the connection, not on this host's ephemeral ports, so long runs of one
+// connection per event do not exhaust them.
+const closeWait = time.Second
+
+// bitset is a fixed-size set of event sequence numbers, safe for one writer
+// and concurrent readers (or several writers: set is an atomic OR).
+type bitset []atomic.Uint64
+
+func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
+
+// set adds i and reports whether it was already present.
+func (b bitset) set(i int) bool {
+	m := uint64(1) << (uint(i) & 63)
+	return b[i>>6].Or(m)&m != 0
+}
+
+// missing counts members of b absent from have.
+func (b bitset) missing(have bitset) int {
+	n := 0
+	for i := range b {
+		n += bits.OnesCount64(b[i].Load() &^ have[i].Load())
+	}
+	return n
+}
+
+// covered reports whether have holds every member of b.
+func (b bitset) covered(have bitset) bool {
+	for i := range b {
+		if b[i].Load()&^have[i].Load() != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// run is the state shared by the workers, the subscribers and Run.
+type run struct {
+	cfg        Config
+	tmpl       *Template
+	prefix     string
+	prefixDash []byte // prefix + "-"
+	base       time.Time
+
+	submitAt  []atomic.Int64 // per seq: ns since base + 1 at submission start; 0 = not submitted
+	accepted  bitset         // seqs acked by the broker
+	acceptedN atomic.Int64
+
+	next atomic.Int64 // next seq when Rate == 0
+	jobs chan int     // seqs released by the pacer when Rate > 0
+
+	subs      []*subscriber
+	closing   atomic.Bool
+	closeOnce sync.Once
+}
+
+func (r *run) now() int64 { return int64(time.Since(r.base)) }
+
+// seqOf maps an ivorn of this run to its sequence number.
+func (r *run) seqOf(ivorn []byte) (int, bool) {
+	if !bytes.HasPrefix(ivorn, r.prefixDash) {
+		return 0, false
+	}
+	d := ivorn[len(r.prefixDash):]
+	if len(d) == 0 || len(d) > 18 || (d[0] == '0' && len(d) > 1) {
+		return 0, false
+	}
+	n := 0
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n >= r.cfg.Events {
+		return 0, false
+	}
+	return n, true
+}
+
+// worker is one submitting goroutine's private state; merged after the run.
+type worker struct {
+	buf    []byte // the framed event, reused
+	ivorn  []byte // the event's ivorn, reused
+	br     *bufio.Reader
+	fr     *vtp.FrameReader
+	ackLat []int64
+
+	first, lastAck int64 // ns since base; first = -1 until a submission starts
+	submitted      int
+	accepted       int
+	naked          int
+	errors         int
+	timeouts       int
+	notClosed      int
+	nakSamples     []string
+	errSamples     []string
+}
+
+// Run connects cfg.Subscribers subscribers, submits cfg.Events events and
+// waits for their deliveries, then reports. A setup failure (bad config,
+// unreachable broadcast port, no authenticate, unreadable BrokerPID)
+// returns a nil Report. If ctx ends during the run, the partial Report is
+// returned with ctx's error.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := ParseTemplate(cfg.Template)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	runID := newRunID()
+	prefix := cfg.IVORNPrefix
+	if prefix == "" {
+		prefix = defaultPrefix(tmpl.IVORN(), runID)
+	}
+	if err := tmpl.CheckIVORN(prefix); err != nil {
+		return nil, fmt.Errorf("loadgen: IVORNPrefix: %w", err)
+	}
+	lastIVORN := prefix + "-" + strconv.Itoa(cfg.Events-1)
+	if n := tmpl.Len(len(lastIVORN)); n > cfg.MaxFrame {
+		return nil, fmt.Errorf("loadgen: events would be %d bytes, above the %d-byte frame limit", n, cfg.MaxFrame)
+	}
+
+	r := &run{
+		cfg:        cfg,
+		tmpl:       tmpl,
+		prefix:     prefix,
+		prefixDash: []byte(prefix + "-"),
+		base:       time.Now(),
+		submitAt:   make([]atomic.Int64, cfg.Events),
+		accepted:   newBitset(cfg.Events),
+	}
+	defer r.closeSubscribers()
+	if err := r.connectSubscribers(ctx); err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	var before, after procSample
+	if cfg.BrokerPID > 0 {
+		if before, err = readProc(cfg.BrokerPID); err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+	}
+
+	workers, lag := r.submitAll(ctx)
+	settleStart := time.Now()
+	r.settle(ctx)
+	settled := time.Since(settleStart)
+
+	var procErr error
+	if cfg.BrokerPID > 0 {
+		after, procErr = readProc(cfg.BrokerPID)
+	}
+	r.closeSubscribers()
+
+	rep := r.report(runID, workers, lag, settled)
+	if cfg.BrokerPID > 0 && procErr == nil {
+		rep.BrokerCPU = after.cpu - before.cpu
+		if rep.Accepted > 0 {
+			rep.BrokerCPUPerEvent = rep.BrokerCPU / time.Duration(rep.Accepted)
+		}
+		rep.BrokerPeakRSS = max(after.hwm, after.rss, before.hwm)
+		rep.BrokerRSS = after.rss
+	} else if procErr != nil {
+		rep.ErrorSamples = append(rep.ErrorSamples, "broker stats: "+procErr.Error())
+	}
+	return rep, ctx.Err()
+}
+
+// submitAll runs the C workers (and the pacer when Rate > 0) to the end.
+func (r *run) submitAll(ctx context.Context) ([]*worker, time.Duration) {
+	var lag time.Duration
+	var pacerDone chan struct{}
+	if r.cfg.Rate > 0 {
+		r.jobs = make(chan int)
+		pacerDone = make(chan struct{})
+		go func() {
+			defer close(pacerDone)
+			lag = r.pace(ctx)
+		}()
+	}
+	workers := make([]*worker, r.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i := range workers {
+		br := bufio.NewReaderSize(nil, 4096)
+		w := &worker{
+			buf:    make([]byte, 0, r.tmpl.Len(len(r.prefix)+24)+4),
+			br:     br,
+			fr:     vtp.NewFrameReader(br, r.cfg.MaxFrame),
+			ackLat: make([]int64, 0, r.cfg.Events/r.cfg.Concurrency+1),
+			first:  -1,
+		}
+		workers[i] = w
+		wg.Go(func() { r.work(ctx, w) })
+	}
+	wg.Wait()
+	if pacerDone != nil {
+		<-pacerDone
+	}
+	return workers, lag
+}
+
+// pace releases seq i at start + i/Rate. The schedule is absolute, so
+// timer slack or busy workers never make it drift: late releases are
+// caught up immediately. It returns the largest lateness of a release,
+// which is large when the workers cannot keep up with the rate.
+func (r *run) pace(ctx context.Context) (maxLag time.Duration) {
+	defer close(r.jobs)
+	interval := float64(time.Second) / r.cfg.Rate
+	start := time.Now()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for seq := 0; seq < r.cfg.Events; seq++ {
+		due := start.Add(time.Duration(float64(seq) * interval))
+		if d := time.Until(due); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return maxLag
+			}
+		}
+		select {
+		case r.jobs <- seq:
+		case <-ctx.Done():
+			return maxLag
+		}
+		if l := time.Since(due); l > maxLag {
+			maxLag = l
+		}
+	}
+	return maxLag
+}
+
+func (r *run) work(ctx context.Context, w *worker) {
+	for {
+		var seq int
+		if r.jobs != nil {
+			s, ok := <-r.jobs
+			if !ok {
+				return
+			}
+			seq = s
+		} else {
+			if ctx.Err() != nil {
+				return
+			}
+			s := r.next.Add(1) - 1
+			if s >= int64(r.cfg.Events) {
+				return
+			}
+			seq = int(s)
+		}
+		r.submit(ctx, w, seq)
+	}
+}
+
+// submit sends event seq on its own connection and waits for the receipt
+// whose Origin is its ivorn, as comet-sendvo does (spec/vtp.md §4.1).
+func (r *run) submit(ctx context.Context, w *worker, seq int) {
+	w.buf = r.tmpl.appendFrame(w.buf[:0], r.prefix, seq)
+	w.ivorn = strconv.AppendInt(append(w.ivorn[:0], r.prefixDash...), int64(seq), 10)
+
+	t0 := time.Now()
+	off := int64(t0.Sub(r.base))
+	r.submitAt[seq].Store(off + 1)
+	if w.first < 0 {
+		w.first = off
+	}
+	w.submitted++
+	deadline := t0.Add(r.cfg.Timeout)
+
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
+	conn, err := d.DialContext(ctx, "tcp", r.cfg.ReceiveAddr)
+	if err != nil {
+		w.fail(ctx, seq, "connect", err)
+		return
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	conn.SetDeadline(deadline)
+	if _, err := conn.Write(w.buf); err != nil {
+		w.fail(ctx, seq, "send", err)
+		return
+	}
+	w.br.Reset(conn)
+	var m *vtp.Message
+	for {
+		p, err := w.fr.ReadFrame()
+		if err != nil {
+			if err == io.EOF {
+				err = errors.New("connection closed without a receipt")
+			}
+			w.fail(ctx, seq, "receipt", err)
+			return
+		}
+		m, err = vtp.ParseTransport(p)
+		// Anything but an ack/nak for this ivorn is ignored, as Comet's
+		// sender does; the deadline bounds the wait.
+		if err == nil && (m.Role == vtp.RoleAck || m.Role == vtp.RoleNak) && m.Origin == string(w.ivorn) {
+			break
+		}
+	}
+	now := time.Now()
+	if m.Role == vtp.RoleAck {
+		r.accepted.set(seq)
+		r.acceptedN.Add(1)
+		w.accepted++
+		w.ackLat = append(w.ackLat, int64(now.Sub(t0)))
+		w.lastAck = max(w.lastAck, int64(now.Sub(r.base)))
+	} else {
+		w.naked++
+		if len(w.nakSamples) < maxSamples {
+			res := m.Result
+			if res == "" {
+				res = "(no reason given)"
+			}
+			w.nakSamples = append(w.nakSamples, string(w.ivorn)+": "+res)
+		}
+	}
+	// Let the broker close first (see closeWait).
+	if cw := now.Add(closeWait); cw.Before(deadline) {
+		conn.SetReadDeadline(cw)
+	}
+	if _, err := io.Copy(io.Discard, w.br); err != nil && ctx.Err() == nil {
+		w.notClosed++
+	}
+}
+
+func (w *worker) fail(ctx context.Context, seq int, stage string, err error) {
+	w.errors++
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+		w.timeouts++
+	}
+	if len(w.errSamples) < maxSamples {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (run interrupted)", err)
+		}
+		w.errSamples = append(w.errSamples, fmt.Sprintf("event %d: %s: %v", seq, stage, err))
+	}
+}
+
+// settle waits, at most Settle, until every live subscriber holds every
+// accepted event.
+func (r *run) settle(ctx context.Context) {
+	if len(r.subs) == 0 || r.acceptedN.Load() == 0 {
+		return
+	}
+	deadline := time.Now().Add(r.cfg.Settle)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !r.allDelivered() && time.Now().Before(deadline) {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *run) allDelivered() bool {
+	acc := r.acceptedN.Load()
+	for _, s := range r.subs {
+		select {
+		case <-s.done: // dropped: nothing more will arrive
+			continue
+		default:
+		}
+		if s.uniq.Load() < acc || !r.accepted.covered(s.got) {
+			return false
+		}
+	}
+	return true
+}
