@@ -1,0 +1,491 @@
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names that make up the public contract (see the package comment).
+const (
+	StreamName    = "COMET_EVENTS"
+	SubjectPrefix = "comet.event."
+	SeenBucket    = "comet_seen"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultServerName = "comet"
+	DefaultMaxPayload = 1 << 20 // bytes of event payload
+	DefaultReplicas   = 1
+
+	DefaultStreamMaxAge   = 7 * 24 * time.Hour
+	DefaultStreamMaxBytes = 1 << 30
+	DefaultSeenTTL        = 30 * 24 * time.Hour // spec/eventdb.md §5
+	DefaultDupWindow      = 2 * time.Minute     // JetStream Nats-Msg-Id window
+	DefaultClaimTimeout   = 10 * time.Second
+
+	DefaultAckWait           = 30 * time.Second
+	DefaultInactiveThreshold = 72 * time.Hour
+	DefaultMaxAckPending     = 10000
+	DefaultPrefetch          = 1000
+	DefaultPrefetchBytes     = 64 << 20
+
+	// DefaultConns: one connection carried 22k events/s in BenchmarkIngest;
+	// more did not help.
+	DefaultConns = 1
+
+	// DefaultRequestTimeout bounds each JetStream call whose context has
+	// no deadline.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultStartTimeout bounds the embedded server's start-up, which
+	// includes recovering the store.
+	DefaultStartTimeout = 30 * time.Second
+)
+
+// HeaderRoom is what a message may carry on top of its payload: the server's
+// max_payload and the stream's max_msg_size count headers too. Header values
+// are cut at MaxHeaderValue bytes so that they always fit.
+const (
+	HeaderRoom     = 32 << 10
+	MaxHeaderValue = 2 << 10
+)
+
+// Config configures Open. Zero values take the Default constants.
+type Config struct {
+	// StoreDir is the JetStream store of the embedded server; created if
+	// missing. Required unless URL is set.
+	StoreDir string
+	// URL, if set, connects to an external NATS system (comma-separated
+	// URLs allowed) instead of embedding a server.
+	URL string
+	// CredsFile and TLS authenticate to an external system (optional).
+	CredsFile string
+	TLS       *tls.Config
+	// Listen is "host:port" for the embedded server's client listener
+	// ("host:0" picks a free port). Empty means no network listener at
+	// all: the process talks to its server in memory.
+	Listen string
+	// ServerName names the embedded server.
+	ServerName string
+	// Node names this process in the Comet-Node header and connection
+	// names; default: the host name.
+	Node string
+	// MaxPayload is the largest event accepted, in bytes. The server's
+	// max_payload and the stream's max_msg_size are MaxPayload+HeaderRoom.
+	MaxPayload int
+	// Replicas of the stream and the bucket (clustered external systems).
+	Replicas int
+
+	StreamMaxAge   time.Duration // how long events stay on the stream
+	StreamMaxBytes int64         // oldest events go first beyond this
+	SeenTTL        time.Duration // how long an event counts as seen
+	DupWindow      time.Duration // stream duplicate (Nats-Msg-Id) window
+	// ClaimTimeout is how long a seen-record without its stream message
+	// is taken to be a publish still in flight; see Ingest.
+	ClaimTimeout time.Duration
+
+	// Consumers (ConsumeEvents).
+	AckWait           time.Duration // redelivery of unacked events
+	InactiveThreshold time.Duration // an abandoned durable is removed after this
+	MaxAckPending     int           // delivered but unacked events per durable
+	Prefetch          int           // events pulled ahead of the handler
+	PrefetchBytes     int           // bytes pulled ahead of the handler
+
+	// Conns is the number of connections Ingest spreads its calls over.
+	Conns int
+	// RequestTimeout bounds JetStream calls whose context has no deadline.
+	RequestTimeout time.Duration
+
+	// SyncAlways (embedded server only) makes it fsync every write before
+	// acknowledging it. Off (the default), data is written to the OS at
+	// once and fsynced every 2 minutes: a killed process loses nothing, a
+	// machine crash or power loss can lose up to that interval,
+	// including events already acked to their authors. On, it survives
+	// power loss, at about 8x lower throughput (BenchmarkIngest).
+	SyncAlways bool
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.ServerName == "" {
+		c.ServerName = DefaultServerName
+	}
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+		if c.Node == "" {
+			c.Node = DefaultServerName
+		}
+	}
+	setDef(&c.MaxPayload, DefaultMaxPayload)
+	setDef(&c.Replicas, DefaultReplicas)
+	setDef(&c.StreamMaxAge, DefaultStreamMaxAge)
+	setDef(&c.StreamMaxBytes, DefaultStreamMaxBytes)
+	setDef(&c.SeenTTL, DefaultSeenTTL)
+	setDef(&c.DupWindow, DefaultDupWindow)
+	setDef(&c.ClaimTimeout, DefaultClaimTimeout)
+	setDef(&c.AckWait, DefaultAckWait)
+	setDef(&c.InactiveThreshold, DefaultInactiveThreshold)
+	setDef(&c.MaxAckPending, DefaultMaxAckPending)
+	setDef(&c.Prefetch, DefaultPrefetch)
+	setDef(&c.PrefetchBytes, DefaultPrefetchBytes)
+	setDef(&c.Conns, DefaultConns)
+	setDef(&c.RequestTimeout, DefaultRequestTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+
+	switch {
+	case c.URL == "" && c.StoreDir == "":
+		return errors.New("StoreDir is required for the embedded server")
+	case c.URL != "" && c.Listen != "":
+		return errors.New("Listen applies to the embedded server only, not with URL")
+	case c.MaxPayload < 0 || c.MaxPayload > server.MAX_PAYLOAD_MAX_SIZE-HeaderRoom:
+		return fmt.Errorf("MaxPayload %d out of range", c.MaxPayload)
+	case c.Replicas < 0 || c.StreamMaxAge < 0 || c.StreamMaxBytes < 0 || c.SeenTTL < 0 ||
+		c.DupWindow < 0 || c.ClaimTimeout < 0 || c.AckWait < 0 || c.InactiveThreshold < 0 ||
+		c.MaxAckPending < 0 || c.Prefetch < 0 || c.PrefetchBytes < 0 || c.Conns < 0 || c.RequestTimeout < 0:
+		return errors.New("negative limit")
+	case c.ClaimTimeout >= c.DupWindow:
+		// A stale claim is only safe to take over while the duplicate
+		// window still catches a late publish by the original claimant.
+		return fmt.Errorf("ClaimTimeout %v must be shorter than DupWindow %v", c.ClaimTimeout, c.DupWindow)
+	case c.DupWindow > c.StreamMaxAge:
+		return fmt.Errorf("DupWindow %v exceeds StreamMaxAge %v", c.DupWindow, c.StreamMaxAge)
+	}
+	return nil
+}
+
+func setDef[T int | int64 | time.Duration](p *T, def T) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+// msgLimit is the largest message (payload plus headers) on the bus.
+func (c *Config) msgLimit() int { return c.MaxPayload + HeaderRoom }
+
+// Bus is an open connection to the event bus. Its methods are safe for
+// concurrent use.
+type Bus struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *server.Server // nil with an external system
+	conns  []*conn
+	next   atomic.Uint32
+	stream jetstream.Stream
+	opened time.Time
+
+	mu        sync.Mutex
+	consumers map[*Consumer]struct{}
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// conn is one NATS connection with its JetStream handles.
+type conn struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	closed chan struct{}
+}
+
+// Open starts the embedded server (or connects to cfg.URL), provisions the
+// stream and the bucket, and returns the bus. ctx bounds the set-up only.
+func Open(ctx context.Context, cfg Config) (*Bus, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("bus: config: %w", err)
+	}
+	b := &Bus{cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}, opened: time.Now()}
+	if err := b.open(ctx); err != nil {
+		b.shutdown()
+		return nil, err
+	}
+	b.log.Info("bus open", "bus", b.Describe(), "node", cfg.Node)
+	return b, nil
+}
+
+func (b *Bus) open(ctx context.Context) error {
+	if b.cfg.URL == "" {
+		if err := b.startServer(); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < b.cfg.Conns; i++ {
+		c, err := b.connect(i)
+		if err != nil {
+			return err
+		}
+		b.conns = append(b.conns, c)
+	}
+	if mp := b.conns[0].nc.MaxPayload(); mp < int64(b.cfg.msgLimit()) {
+		return fmt.Errorf("bus: server max_payload is %d bytes; MaxPayload %d needs %d (payload + %d for headers)",
+			mp, b.cfg.MaxPayload, b.cfg.msgLimit(), HeaderRoom)
+	}
+	if err := b.provision(ctx); err != nil {
+		return err
+	}
+	for _, c := range b.conns {
+		kv, err := c.js.KeyValue(ctx, SeenBucket)
+		if err != nil {
+			return fmt.Errorf("bus: binding bucket %s: %w", SeenBucket, err)
+		}
+		c.kv = kv
+	}
+	return nil
+}
+
+func (b *Bus) startServer() error {
+	dir := b.cfg.StoreDir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("bus: store directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".writable-*")
+	if err != nil {
+		return fmt.Errorf("bus: store directory %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+
+	opts := &server.Options{
+		ServerName: b.cfg.ServerName,
+		JetStream:  true,
+		StoreDir:   dir,
+		MaxPayload: int32(b.cfg.msgLimit()),
+		SyncAlways: b.cfg.SyncAlways,
+		NoSigs:     true, // the process owns its signals
+		DontListen: b.cfg.Listen == "",
+	}
+	if b.cfg.Listen != "" {
+		host, port, err := net.SplitHostPort(b.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("bus: Listen %q: %w", b.cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("bus: Listen %q: bad port", b.cfg.Listen)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT // nats-server reads 0 as "default port"
+		}
+		opts.Host, opts.Port = host, p
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("bus: embedded server: %w", err)
+	}
+	lg := &serverLogger{log: b.log.With("nats-server", b.cfg.ServerName)}
+	srv.SetLoggerV2(lg, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
+	b.srv = srv
+	srv.Start()
+	// Poll so that a fatal start-up error (port in use) fails fast.
+	deadline := time.Now().Add(DefaultStartTimeout)
+	for !srv.ReadyForConnections(50 * time.Millisecond) {
+		if err := lg.fatal(); err != nil {
+			return fmt.Errorf("bus: embedded server: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return errors.New("bus: embedded server not ready in time")
+		}
+	}
+	if !srv.JetStreamEnabled() {
+		return errors.New("bus: embedded server started without JetStream")
+	}
+	return nil
+}
+
+func (b *Bus) connect(i int) (*conn, error) {
+	c := &conn{closed: make(chan struct{})}
+	log := b.log
+	opts := []nats.Option{
+		nats.Name(fmt.Sprintf("comet %s #%d", b.cfg.Node, i)),
+		nats.MaxReconnects(-1),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("bus connection lost", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("bus connection restored", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			log.Error("bus asynchronous error", "err", err)
+		}),
+	}
+	url := b.cfg.URL
+	if b.srv != nil {
+		opts = append(opts, nats.InProcessServer(b.srv))
+		url = ""
+	} else {
+		if b.cfg.CredsFile != "" {
+			opts = append(opts, nats.UserCredentials(b.cfg.CredsFile))
+		}
+		if b.cfg.TLS != nil {
+			opts = append(opts, nats.Secure(b.cfg.TLS))
+		}
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: connecting to %s: %w", b.where(), err)
+	}
+	c.nc = nc
+	c.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(b.cfg.RequestTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	return c, nil
+}
+
+func (b *Bus) where() string {
+	if b.srv != nil {
+		return "embedded server " + b.cfg.ServerName
+	}
+	return redact(b.cfg.URL)
+}
+
+// redact hides passwords and tokens in NATS URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if s := strings.Index(p, "://"); s >= 0 && s < at {
+				parts[i] = p[:s+3] + "***" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// pick spreads callers over the connections.
+func (b *Bus) pick() *conn {
+	if len(b.conns) == 1 {
+		return b.conns[0]
+	}
+	return b.conns[b.next.Add(1)%uint32(len(b.conns))]
+}
+
+// ClientURL is the embedded server's client URL, "" when it does not
+// listen; with an external system, the URL of the current server.
+func (b *Bus) ClientURL() string {
+	if b.srv != nil {
+		if b.srv.Addr() == nil {
+			return ""
+		}
+		return b.srv.ClientURL()
+	}
+	if len(b.conns) == 0 {
+		return ""
+	}
+	return b.conns[0].nc.ConnectedUrlRedacted()
+}
+
+// Describe says where the bus is, for logs.
+func (b *Bus) Describe() string {
+	if b.srv == nil {
+		return "external NATS " + redact(b.cfg.URL)
+	}
+	l := "no network listener"
+	if u := b.ClientURL(); u != "" {
+		l = "listening on " + u
+	}
+	fsync := "interval fsync"
+	if b.cfg.SyncAlways {
+		fsync = "fsync always"
+	}
+	return fmt.Sprintf("embedded nats-server %s %s, store %s (%s), %s",
+		b.cfg.ServerName, server.VERSION, b.cfg.StoreDir, fsync, l)
+}
+
+// Close stops the consumers, drains the connections (pending acks and
+// publishes go out) and shuts the embedded server down, waiting for it.
+func (b *Bus) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		cs := make([]*Consumer, 0, len(b.consumers))
+		for c := range b.consumers {
+			cs = append(cs, c)
+		}
+		b.mu.Unlock()
+		for _, c := range cs {
+			c.Stop()
+		}
+		b.closeErr = b.shutdown()
+	})
+	return b.closeErr
+}
+
+func (b *Bus) shutdown() error {
+	var errs []error
+	for _, c := range b.conns {
+		if err := c.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, err)
+			c.nc.Close()
+		}
+	}
+	for _, c := range b.conns {
+		select {
+		case <-c.closed:
+		case <-time.After(b.cfg.RequestTimeout + time.Second):
+			c.nc.Close()
+			errs = append(errs, errors.New("connection drain timed out"))
+		}
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("bus: close: %w", err)
+	}
+	return nil
+}
+
+// serverLogger sends nats-server's log to slog. Notices (start-up banner
+// and the like) go to debug; warnings and errors stay visible.
+type serverLogger struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	err error
+}
+
+func (l *serverLogger) Noticef(f string, v ...any) { l.log.Debug(fmt.Sprintf(f, v...)) }
+func (l *serverLogger) Warnf(f string, v ...any)   { l.log.Warn(fmt.Sprintf(f, v...)) }
+func (l *serverLogger) Errorf(f string, v ...any)  { l.log.Error(fmt.Sprintf(f, v...)) }
+func (l *serverLogger) Debugf(f string, v ...any)  { l.log.Debug(fmt.Sprintf(f, v...)) }
+func (l *serverLogger) Tracef(f string, v ...any)  {}
+
+// Fatalf is recorded, not fatal: the embedded server must not exit the
+// process; Open reports it instead.
+func (l *serverLogger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	l.log.Error(msg)
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = errors.New(msg)
+	}
+	l.mu.Unlock()
+}
+
+func (l *serverLogger) fatal() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
