@@ -1,0 +1,278 @@
+// Package ingress holds the roles through which events enter the broker:
+// the VTP receiver (authors submit events) and, later, subscriptions to
+// remote brokers. Every accepted event is stored on the bus before the
+// sender hears "ack"; ingress never talks to subscribers directly.
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/voevent"
+	"github.com/comet-go/comet/vtp"
+	"github.com/comet-go/comet/whitelist"
+)
+
+// Defaults for Receiver fields left zero.
+const (
+	// DefaultReceiveTimeout is Comet's: counted from connect, never extended.
+	DefaultReceiveTimeout = 20 * time.Second
+	// DefaultLingerTimeout bounds how long a connection is kept after the
+	// reply, waiting for the author to close (so that closing never resets
+	// a connection whose ack is still in flight).
+	DefaultLingerTimeout = 2 * time.Second
+)
+
+// RejectPrefix starts every nak Result, as in Comet.
+const RejectPrefix = "Event rejected: "
+
+// DuplicateReason is Comet's nak text for an event already seen.
+const DuplicateReason = "Previously seen by this broker"
+
+// Store is what the receiver needs from the bus: an atomic
+// check-record-and-store of one event.
+type Store interface {
+	Ingest(ctx context.Context, ev *bus.Event) (bus.Outcome, error)
+}
+
+// Receiver accepts event submissions from authors (spec/vtp.md §4.1): one
+// event per connection, answered with ack or nak, then closed. It is
+// configured through its fields before Serve, like net/http.Server.
+type Receiver struct {
+	Store     Store
+	LocalIVO  string          // Response of receipts
+	Node      string          // recorded in the Comet-Node header
+	Whitelist *whitelist.List // nil allows everyone
+	Logger    *slog.Logger
+
+	Timeout       time.Duration // per connection; 0 = DefaultReceiveTimeout
+	LingerTimeout time.Duration // 0 = DefaultLingerTimeout
+	MaxFrame      int           // 0 = vtp.DefaultMaxFrame
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     sync.WaitGroup
+	shutdown  bool
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("ingress: receiver closed")
+
+// Serve accepts connections on ln until Shutdown. It may be called for
+// several listeners at once.
+func (r *Receiver) Serve(ln net.Listener) error {
+	if !r.track(ln) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer r.untrack(ln)
+	log := r.logger().With("listener", ln.Addr().String())
+	log.Info("receiving events")
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if r.closing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+				// Out of file descriptors and the like: back off, don't spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		if r.Whitelist != nil && !r.Whitelist.Allows(conn.RemoteAddr()) {
+			log.Warn("submission refused: peer not in whitelist", "peer", conn.RemoteAddr().String())
+			conn.Close()
+			continue
+		}
+		r.conns.Add(1)
+		go func() {
+			defer r.conns.Done()
+			r.handle(conn)
+		}()
+	}
+}
+
+// Shutdown stops accepting, then waits for in-flight submissions to be
+// answered (each is bounded by Timeout) or for ctx to end.
+func (r *Receiver) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.shutdown = true
+	for ln := range r.listeners {
+		ln.Close()
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Receiver) handle(conn net.Conn) {
+	defer conn.Close()
+	peer := conn.RemoteAddr().String()
+	log := r.logger().With("peer", peer)
+	timeout := orDefault(r.Timeout, DefaultReceiveTimeout)
+	conn.SetDeadline(time.Now().Add(timeout))
+
+	payload, err := vtp.NewFrameReader(conn, r.MaxFrame).ReadFrame()
+	if err != nil {
+		switch {
+		case errors.Is(err, vtp.ErrFrameTooLarge):
+			log.Warn("closing submission", "err", err)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			log.Warn("submission timed out", "timeout", timeout)
+		case errors.Is(err, io.EOF):
+			log.Debug("peer closed without sending")
+		default:
+			log.Warn("submission read failed", "err", err)
+		}
+		return
+	}
+	receivedAt := time.Now()
+
+	info, err := voevent.Inspect(payload, voevent.Options{Schema: true})
+	if err != nil {
+		log.Warn("unparsable submission; no reply", "err", err, "bytes", len(payload))
+		return
+	}
+	switch {
+	case voevent.IsTransportRole(info.Role):
+		log.Warn("incomprehensible submission: Transport message on the receive port; no reply", "role", info.Role)
+		return
+	case !voevent.IsVOEventRole(info.Role):
+		log.Warn("unparsable submission: root has no VOEvent role; no reply", "role", info.Role, "has_role", info.HasRole)
+		return
+	case !info.HasIVORN:
+		// A receipt needs an ivorn for its Origin (spec/vtp.md §6).
+		log.Warn("submission without ivorn; no reply")
+		return
+	}
+	log = log.With("ivorn", info.IVORN)
+
+	reply := func(msg []byte) {
+		if err := vtp.WriteFrame(conn, msg); err != nil {
+			log.Warn("could not send receipt", "err", err)
+			return
+		}
+		r.linger(conn)
+	}
+	reject := func(reason string) {
+		log.Info("event rejected", "reason", reason)
+		reply(vtp.Nak(info.IVORN, r.LocalIVO, RejectPrefix+reason, time.Now()))
+	}
+
+	// IVOID and schema first: a refused event is not recorded
+	// (spec/eventdb.md §3, recommendation 1).
+	if err := voevent.CheckEventIVORN(info.IVORN); err != nil {
+		reject(err.Error())
+		return
+	}
+	if info.SchemaErr != nil {
+		reject(info.SchemaErr.Error())
+		return
+	}
+	ev := &bus.Event{
+		Payload:    payload,
+		SHA1:       bus.Digest(payload),
+		IVORN:      info.IVORN,
+		Role:       info.Role,
+		Author:     info.Author,
+		Origin:     bus.OriginAuthor,
+		Peer:       peer,
+		Node:       r.Node,
+		Signature:  bus.SignatureUnchecked,
+		ReceivedAt: receivedAt,
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), receivedAt.Add(timeout))
+	outcome, err := r.Store.Ingest(ctx, ev)
+	cancel()
+	switch {
+	case err != nil:
+		// Not stored, so no ack; and no nak, which would be permanent for
+		// this document (VTP 2.0): silence tells the author to retry.
+		log.Error("could not store event; no reply so the author retries", "err", err)
+	case outcome == bus.Duplicate:
+		reject(DuplicateReason)
+	default:
+		log.Info("event accepted", "sha1", ev.SHA1, "role", ev.Role)
+		reply(vtp.Ack(info.IVORN, r.LocalIVO, time.Now()))
+	}
+}
+
+// linger half-closes and waits briefly for the author to close, so unread
+// input (for instance a second frame, which is never processed) cannot turn
+// our close into a reset that destroys the receipt in flight.
+func (r *Receiver) linger(conn net.Conn) {
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok {
+		return
+	}
+	if cw.CloseWrite() != nil {
+		return
+	}
+	conn.SetReadDeadline(time.Now().Add(orDefault(r.LingerTimeout, DefaultLingerTimeout)))
+	io.CopyN(io.Discard, conn, int64(max(r.MaxFrame, vtp.DefaultMaxFrame))+4)
+}
+
+func (r *Receiver) track(ln net.Listener) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.shutdown {
+		return false
+	}
+	if r.listeners == nil {
+		r.listeners = make(map[net.Listener]struct{})
+	}
+	r.listeners[ln] = struct{}{}
+	return true
+}
+
+func (r *Receiver) untrack(ln net.Listener) {
+	r.mu.Lock()
+	delete(r.listeners, ln)
+	r.mu.Unlock()
+}
+
+func (r *Receiver) closing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.shutdown
+}
+
+func (r *Receiver) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.Default()
+	}
+	return r.Logger
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
