@@ -1,0 +1,357 @@
+// Package egress is the VTP broadcaster: it serves subscribers, relays every
+// event from the bus to those whose filters match, keeps them alive with
+// iamalive probes and drops the ones that stop answering (spec/vtp.md §4.2).
+// A slow subscriber has a bounded queue and is dropped, never waited on.
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/vtp"
+	"github.com/comet-go/comet/whitelist"
+)
+
+// Defaults for Broadcaster fields left zero. Each is a documented flag of
+// cmd/comet.
+const (
+	// DefaultIAmAliveInterval is Comet's keep-alive tick; pygcn times out
+	// after 150 s of silence, so it must stay well under that.
+	DefaultIAmAliveInterval = 60 * time.Second
+	// DefaultTestInterval is Comet's test-event period.
+	DefaultTestInterval = time.Hour
+	// DefaultMaxUnacked: a subscriber with this many events unacknowledged
+	// at a tick is dropped (Comet: 10).
+	DefaultMaxUnacked = 10
+	// DefaultQueueLen bounds each subscriber's queue of outgoing frames;
+	// a subscriber whose queue is full is dropped.
+	DefaultQueueLen = 4096
+	// DefaultMaxInFlight bounds the events sent to one subscriber and not
+	// yet acknowledged; past it the subscriber is dropped at once rather
+	// than at the next tick, so it cannot hold back the bus consumer.
+	DefaultMaxInFlight = 4096
+	// DefaultWriteTimeout bounds one write to a subscriber's socket.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultFilterCacheSize bounds the number of distinct compiled filters.
+	DefaultFilterCacheSize = 4096
+)
+
+// Broadcaster serves subscribers on any number of listeners. Configure the
+// fields, then call Serve per listener and Run once; Broadcast relays events.
+type Broadcaster struct {
+	LocalIVO  string          // Origin of iamalive/authenticate; base of test-event ivorns
+	Whitelist *whitelist.List // nil allows everyone
+	Logger    *slog.Logger
+	Version   string // named in test events
+
+	IAmAliveInterval time.Duration // 0 = DefaultIAmAliveInterval
+	TestInterval     time.Duration // 0 = off (cmd/comet passes DefaultTestInterval unless told otherwise)
+	MaxUnacked       int           // 0 = DefaultMaxUnacked
+	QueueLen         int           // 0 = DefaultQueueLen
+	MaxInFlight      int           // 0 = DefaultMaxInFlight
+	WriteTimeout     time.Duration // 0 = DefaultWriteTimeout
+	MaxFrame         int           // 0 = vtp.DefaultMaxFrame
+
+	initOnce sync.Once
+	filters  *filter.Cache
+
+	mu        sync.RWMutex
+	subs      map[*subscriber]struct{}
+	snapshot  atomic.Pointer[[]*subscriber] // copy of subs for lock-free fan-out
+	listeners map[net.Listener]struct{}
+	closed    bool
+	wg        sync.WaitGroup // subscriber goroutines
+}
+
+func (b *Broadcaster) init() {
+	b.initOnce.Do(func() {
+		b.filters = filter.NewCache(DefaultFilterCacheSize)
+		b.subs = make(map[*subscriber]struct{})
+		b.listeners = make(map[net.Listener]struct{})
+	})
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("egress: broadcaster closed")
+
+// Serve accepts subscribers on ln until Close.
+func (b *Broadcaster) Serve(ln net.Listener) error {
+	b.init()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	b.listeners[ln] = struct{}{}
+	b.mu.Unlock()
+	log := b.logger().With("listener", ln.Addr().String())
+	log.Info("broadcasting events")
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if b.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		if b.Whitelist != nil && !b.Whitelist.Allows(conn.RemoteAddr()) {
+			log.Warn("subscriber refused: peer not in whitelist", "peer", conn.RemoteAddr().String())
+			conn.Close()
+			continue
+		}
+		b.add(conn)
+	}
+}
+
+// Run drives the keep-alive and test-event timers until ctx ends. Both
+// fire once at start, as Comet's do.
+func (b *Broadcaster) Run(ctx context.Context) {
+	b.init()
+	alive := time.NewTicker(orDefault(b.IAmAliveInterval, DefaultIAmAliveInterval))
+	defer alive.Stop()
+	var testC <-chan time.Time
+	if b.TestInterval > 0 {
+		t := time.NewTicker(b.TestInterval)
+		defer t.Stop()
+		testC = t.C
+		b.SendTestEvent(time.Now())
+	}
+	b.tick()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-alive.C:
+			b.tick()
+		case now := <-testC:
+			b.SendTestEvent(now)
+		}
+	}
+}
+
+// Close stops accepting, disconnects every subscriber and waits for their
+// goroutines.
+func (b *Broadcaster) Close() error {
+	b.init()
+	b.mu.Lock()
+	b.closed = true
+	for ln := range b.listeners {
+		ln.Close()
+	}
+	subs := make([]*subscriber, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.close("broker shutting down")
+	}
+	b.wg.Wait()
+	return nil
+}
+
+// Subscribers returns the number of connected subscribers.
+func (b *Broadcaster) Subscribers() int {
+	b.init()
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.subs)
+}
+
+// Broadcast relays payload (exact bytes) to every subscriber whose filters
+// match. It never blocks on a subscriber: a full queue drops that
+// subscriber. done, if not nil, runs once every subscriber the event was
+// sent to has acknowledged it or been dropped (at once if it went to
+// nobody): the relay then acks the event on the bus, so a crash before
+// that point replays it. Calls must not overlap if per-subscriber order
+// matters (the relay calls it from one goroutine).
+func (b *Broadcaster) Broadcast(payload []byte, done func()) {
+	b.init()
+	frame := vtp.Frame(payload) // built once, shared read-only by every queue
+	t := &tracker{done: done}
+	t.n.Store(1) // held by this call until every subscriber has its share
+	var doc *filter.Doc
+	var docErr error
+	parsed := false
+	for _, s := range b.subscribers() {
+		fs := s.currentFilters()
+		if len(fs) > 0 {
+			if !parsed {
+				doc, docErr = filter.Parse(payload)
+				parsed = true
+				if docErr != nil {
+					b.logger().Warn("event cannot be parsed for filtering; sent to unfiltered subscribers only", "err", docErr)
+				}
+			}
+			if docErr != nil || !doc.MatchAny(fs) {
+				continue
+			}
+		}
+		s.sendEvent(frame, t)
+	}
+	t.release()
+}
+
+// tracker counts the subscribers that still owe an acknowledgement.
+type tracker struct {
+	n    atomic.Int64
+	done func()
+}
+
+func (t *tracker) release() {
+	if t.n.Add(-1) == 0 && t.done != nil {
+		t.done()
+	}
+}
+
+func (b *Broadcaster) add(conn net.Conn) {
+	qlen := b.QueueLen
+	if qlen <= 0 {
+		qlen = DefaultQueueLen
+	}
+	s := &subscriber{
+		b:     b,
+		conn:  conn,
+		peer:  conn.RemoteAddr().String(),
+		queue: make(chan []byte, qlen),
+		done:  make(chan struct{}),
+	}
+	s.log = b.logger().With("subscriber", s.peer)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		conn.Close()
+		return
+	}
+	b.subs[s] = struct{}{}
+	b.publishSnapshot()
+	b.wg.Add(2)
+	b.mu.Unlock()
+	s.log.Info("subscriber connected")
+	// Ask for filters at once, but never wait for the answer: pygcn
+	// never replies, and it must still receive every event.
+	s.enqueue(vtp.Frame(vtp.AuthenticateRequest(b.LocalIVO, time.Now())))
+	go s.writeLoop()
+	go s.readLoop()
+}
+
+func (b *Broadcaster) remove(s *subscriber) {
+	b.mu.Lock()
+	delete(b.subs, s)
+	b.publishSnapshot()
+	b.mu.Unlock()
+}
+
+// publishSnapshot must be called with mu held.
+func (b *Broadcaster) publishSnapshot() {
+	list := make([]*subscriber, 0, len(b.subs))
+	for s := range b.subs {
+		list = append(list, s)
+	}
+	b.snapshot.Store(&list)
+}
+
+// subscribers is the current set, read without locking: a subscriber may
+// be dropped (and its queue refuse frames) while the caller iterates.
+func (b *Broadcaster) subscribers() []*subscriber {
+	if p := b.snapshot.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// tick applies Comet's keep-alive rules to every subscriber, in order:
+// an unanswered probe drops it, too many unacked events drop it, otherwise
+// it gets a new probe.
+func (b *Broadcaster) tick() {
+	probe := vtp.Frame(vtp.IAmAlive(b.LocalIVO, "", time.Now()))
+	maxUnacked := int64(b.MaxUnacked)
+	if maxUnacked <= 0 {
+		maxUnacked = DefaultMaxUnacked
+	}
+	for _, s := range b.subscribers() {
+		s.mu.Lock()
+		alive, unacked := s.aliveOutstanding, int64(len(s.inflight))
+		if alive < 1 && unacked < maxUnacked {
+			s.aliveOutstanding++
+		}
+		s.mu.Unlock()
+		switch {
+		case alive >= 1:
+			s.close("peer appears to be dead: iamalive unanswered")
+		case unacked >= maxUnacked:
+			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", unacked))
+		default:
+			s.enqueue(probe)
+		}
+	}
+}
+
+func (b *Broadcaster) logger() *slog.Logger {
+	if b.Logger == nil {
+		return slog.Default()
+	}
+	return b.Logger
+}
+
+func (b *Broadcaster) isClosed() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.closed
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// SubscriberStats describes one connected subscriber.
+type SubscriberStats struct {
+	Peer          string
+	Authenticated bool     // it has answered an authenticate request
+	Filters       []string // installed filters
+	InFlight      int      // events sent and not yet acknowledged
+}
+
+// Stats lists the connected subscribers, for diagnostics and tests.
+func (b *Broadcaster) Stats() []SubscriberStats {
+	b.init()
+	subs := b.subscribers()
+	out := make([]SubscriberStats, 0, len(subs))
+	for _, s := range subs {
+		st := SubscriberStats{Peer: s.peer, Authenticated: s.authenticated.Load()}
+		for _, f := range s.currentFilters() {
+			st.Filters = append(st.Filters, f.String())
+		}
+		s.mu.Lock()
+		st.InFlight = len(s.inflight)
+		s.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}

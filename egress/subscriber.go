@@ -1,0 +1,227 @@
+package egress
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/vtp"
+)
+
+// writeBufferSize batches frames into few syscalls when events arrive in
+// bursts; a lone frame is flushed at once.
+const writeBufferSize = 64 << 10
+
+// subscriber is one connected subscriber: a reader goroutine handling its
+// Transport messages and a writer goroutine draining its bounded queue.
+// Both stop when done is closed; close is idempotent.
+type subscriber struct {
+	b     *Broadcaster
+	conn  net.Conn
+	peer  string
+	log   *slog.Logger
+	queue chan []byte
+	done  chan struct{}
+	once  sync.Once
+
+	filters       atomic.Pointer[[]*filter.Filter]
+	authenticated atomic.Bool
+
+	mu               sync.Mutex
+	aliveOutstanding int64      // probes sent and not answered
+	inflight         []*tracker // events sent and not acknowledged, oldest first
+	closed           bool
+}
+
+func (s *subscriber) currentFilters() []*filter.Filter {
+	if p := s.filters.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// enqueue hands a frame to the writer without ever blocking: a subscriber
+// whose queue is full is too slow to keep and is dropped.
+func (s *subscriber) enqueue(frame []byte) bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	select {
+	case s.queue <- frame:
+		return true
+	default:
+		s.close("outgoing queue full: subscriber too slow")
+		return false
+	}
+}
+
+// sendEvent queues an event and records that the subscriber owes an ack
+// for it (t == nil for test events, which nobody waits for).
+func (s *subscriber) sendEvent(frame []byte, t *tracker) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.inflight) >= s.maxInFlight() {
+		s.mu.Unlock()
+		s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", s.maxInFlight()))
+		return
+	}
+	if t != nil {
+		t.n.Add(1)
+	}
+	s.inflight = append(s.inflight, t)
+	s.mu.Unlock()
+	s.enqueue(frame) // on failure close() releases the share just taken
+}
+
+// acked handles one ack: acks are counted, not matched to ivorns, as in
+// Comet; frames go out in order, so the oldest outstanding event is the
+// one acknowledged.
+func (s *subscriber) acked() {
+	s.mu.Lock()
+	if len(s.inflight) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	t := s.inflight[0]
+	s.inflight[0] = nil
+	s.inflight = s.inflight[1:]
+	s.mu.Unlock()
+	if t != nil {
+		t.release()
+	}
+}
+
+func (s *subscriber) maxInFlight() int {
+	if s.b.MaxInFlight > 0 {
+		return s.b.MaxInFlight
+	}
+	return DefaultMaxInFlight
+}
+
+func (s *subscriber) close(reason string) {
+	s.once.Do(func() {
+		s.log.Info("subscriber disconnected", "reason", reason)
+		close(s.done)
+		s.conn.Close()
+		s.b.remove(s)
+		s.mu.Lock()
+		s.closed = true
+		owed := s.inflight
+		s.inflight = nil
+		s.mu.Unlock()
+		// A dropped subscriber no longer holds events back on the bus.
+		for _, t := range owed {
+			if t != nil {
+				t.release()
+			}
+		}
+	})
+}
+
+func (s *subscriber) writeLoop() {
+	defer s.b.wg.Done()
+	w := bufio.NewWriterSize(s.conn, writeBufferSize)
+	timeout := orDefault(s.b.WriteTimeout, DefaultWriteTimeout)
+	for {
+		var frame []byte
+		select {
+		case <-s.done:
+			return
+		case frame = <-s.queue:
+		}
+		s.conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err := w.Write(frame)
+		// Drain whatever else is already queued before flushing.
+	drain:
+		for err == nil {
+			select {
+			case frame = <-s.queue:
+				_, err = w.Write(frame)
+			default:
+				break drain
+			}
+		}
+		if err == nil {
+			err = w.Flush()
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.close("write timed out: subscriber not reading")
+			} else {
+				s.close("write failed: " + err.Error())
+			}
+			return
+		}
+	}
+}
+
+func (s *subscriber) readLoop() {
+	defer s.b.wg.Done()
+	fr := vtp.NewFrameReader(bufio.NewReader(s.conn), s.b.MaxFrame)
+	for {
+		payload, err := fr.ReadFrame()
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				s.close("connection closed by subscriber")
+			case errors.Is(err, vtp.ErrFrameTooLarge):
+				s.close(err.Error())
+			default:
+				s.close("read failed: " + err.Error())
+			}
+			return
+		}
+		msg, err := vtp.ParseTransport(payload)
+		if err != nil {
+			if errors.Is(err, vtp.ErrNotTransport) {
+				s.log.Warn("incomprehensible message from subscriber; ignored", "err", err)
+			} else {
+				s.log.Warn("unparsable message from subscriber; ignored", "err", err)
+			}
+			continue
+		}
+		switch msg.Role {
+		case vtp.RoleIAmAlive:
+			s.mu.Lock()
+			s.aliveOutstanding = max(s.aliveOutstanding-1, 0)
+			s.mu.Unlock()
+		case vtp.RoleAck:
+			s.acked()
+		case vtp.RoleNak:
+			s.close("subscriber sent nak for " + msg.Origin + ": " + msg.Result)
+			return
+		case vtp.RoleAuthenticate:
+			s.setFilters(msg.Filters)
+		}
+	}
+}
+
+// setFilters replaces the filter list (spec/filtering.md §1): a filter that
+// does not compile is logged and skipped; none left means everything.
+func (s *subscriber) setFilters(exprs []string) {
+	fs := make([]*filter.Filter, 0, len(exprs))
+	for _, e := range exprs {
+		f, err := s.b.filters.Compile(e)
+		if err != nil {
+			s.log.Warn("filter dropped", "err", err)
+			continue
+		}
+		fs = append(fs, f)
+	}
+	s.filters.Store(&fs)
+	s.authenticated.Store(true)
+	s.log.Info("filters installed", "count", len(fs), "offered", len(exprs))
+}
