@@ -1,0 +1,275 @@
+// Package broker assembles the roles into one process: it opens the bus
+// (embedded or external), binds the listeners, and runs the receiver, the
+// broadcaster and its relay from the bus. cmd/comet is a thin flag layer on
+// top; tests start brokers in-process through it.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/egress"
+	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/ingress"
+	"github.com/comet-go/comet/vtp"
+	"github.com/comet-go/comet/whitelist"
+)
+
+// Config is everything a broker process needs. Zero durations and sizes
+// take the documented defaults of the package that uses them.
+type Config struct {
+	Receive   []endpoint.Endpoint // receiver listeners (authors)
+	Broadcast []endpoint.Endpoint // broadcaster listeners (subscribers)
+
+	LocalIVO string
+	Node     string // node name: bus headers and the egress consumer name
+	Version  string
+
+	EventDB    string // embedded JetStream store directory
+	NATSURL    string // external bus; empty = embedded
+	NATSListen string // expose the embedded bus on host:port; empty = in-process only
+	SyncAlways bool   // fsync every bus write (survives power loss, slower)
+
+	MaxEventSize       int      // largest frame accepted and relayed
+	ReceiveWhitelist   []string // nil = whitelist.Default
+	BroadcastWhitelist []string // nil = whitelist.Default
+
+	ReceiveTimeout   time.Duration
+	IAmAliveInterval time.Duration
+	TestInterval     time.Duration // 0 = no test events
+	Grace            time.Duration
+	QueueLen         int
+	MaxUnacked       int
+	WriteTimeout     time.Duration
+
+	Logger *slog.Logger
+}
+
+// Broker is a running broker.
+type Broker struct {
+	cfg         Config
+	log         *slog.Logger
+	bus         *bus.Bus
+	receiver    *ingress.Receiver
+	broadcaster *egress.Broadcaster
+	recvLns     []net.Listener
+	castLns     []net.Listener
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	errs        chan error
+}
+
+// Start opens the bus, binds every listener (failing fast if one cannot be
+// bound) and starts serving.
+func Start(ctx context.Context, cfg Config) (*Broker, error) {
+	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 {
+		return nil, errors.New("no services requested: give --receive and/or --broadcast")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.MaxEventSize <= 0 {
+		cfg.MaxEventSize = vtp.DefaultMaxFrame
+	}
+	recvWL, err := whitelistOf(cfg.ReceiveWhitelist)
+	if err != nil {
+		return nil, fmt.Errorf("receive whitelist: %w", err)
+	}
+	castWL, err := whitelistOf(cfg.BroadcastWhitelist)
+	if err != nil {
+		return nil, fmt.Errorf("broadcast whitelist: %w", err)
+	}
+	b := &Broker{cfg: cfg, log: log, errs: make(chan error, 8)}
+
+	// Listeners first: a port in use should fail before the bus is touched.
+	for _, ep := range cfg.Receive {
+		ln, err := ep.Listen()
+		if err != nil {
+			b.closeListeners()
+			return nil, err
+		}
+		b.recvLns = append(b.recvLns, ln)
+	}
+	for _, ep := range cfg.Broadcast {
+		ln, err := ep.Listen()
+		if err != nil {
+			b.closeListeners()
+			return nil, err
+		}
+		b.castLns = append(b.castLns, ln)
+	}
+
+	b.bus, err = bus.Open(ctx, bus.Config{
+		StoreDir:   cfg.EventDB,
+		URL:        cfg.NATSURL,
+		Listen:     cfg.NATSListen,
+		Node:       cfg.Node,
+		MaxPayload: cfg.MaxEventSize,
+		SyncAlways: cfg.SyncAlways,
+		Logger:     log.With("component", "bus"),
+	})
+	if err != nil {
+		b.closeListeners()
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	if len(b.recvLns) > 0 {
+		b.receiver = &ingress.Receiver{
+			Store:     b.bus,
+			LocalIVO:  cfg.LocalIVO,
+			Node:      cfg.Node,
+			Whitelist: recvWL,
+			Logger:    log.With("component", "receiver"),
+			Timeout:   cfg.ReceiveTimeout,
+			MaxFrame:  cfg.MaxEventSize,
+		}
+		for _, ln := range b.recvLns {
+			b.serve(func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
+		}
+	}
+	if len(b.castLns) > 0 {
+		b.broadcaster = &egress.Broadcaster{
+			LocalIVO:         cfg.LocalIVO,
+			Whitelist:        castWL,
+			Logger:           log.With("component", "broadcaster"),
+			Version:          cfg.Version,
+			IAmAliveInterval: cfg.IAmAliveInterval,
+			TestInterval:     cfg.TestInterval,
+			MaxUnacked:       cfg.MaxUnacked,
+			QueueLen:         cfg.QueueLen,
+			WriteTimeout:     cfg.WriteTimeout,
+			MaxFrame:         cfg.MaxEventSize,
+		}
+		for _, ln := range b.castLns {
+			b.serve(func() error { return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.broadcaster.Run(runCtx)
+		}()
+		relay := &egress.Relay{
+			Source:      b.bus,
+			Durable:     ConsumerName(cfg.Node),
+			Grace:       cfg.Grace,
+			Broadcaster: b.broadcaster,
+			Logger:      log.With("component", "relay"),
+		}
+		b.serve(func() error { return relay.Run(runCtx) }, nil)
+	}
+	log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
+		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "bus", b.bus.Describe())
+	return b, nil
+}
+
+// ConsumerName is the durable bus consumer of a node's broadcaster.
+func ConsumerName(node string) string {
+	var sb strings.Builder
+	sb.WriteString("egress-")
+	for _, r := range node {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			sb.WriteRune(r)
+		default:
+			sb.WriteByte('_')
+		}
+	}
+	return sb.String()
+}
+
+func (b *Broker) serve(run func() error, closed error) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if err := run(); err != nil && !errors.Is(err, closed) {
+			b.log.Error("service failed", "err", err)
+			select {
+			case b.errs <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// Err delivers the first fatal error of a running service.
+func (b *Broker) Err() <-chan error { return b.errs }
+
+// ReceiveAddrs are the bound receiver addresses (useful with port 0).
+func (b *Broker) ReceiveAddrs() []net.Addr { return addrList(b.recvLns) }
+
+// BroadcastAddrs are the bound broadcaster addresses.
+func (b *Broker) BroadcastAddrs() []net.Addr { return addrList(b.castLns) }
+
+// Bus exposes the bus, for tests and diagnostics.
+func (b *Broker) Bus() *bus.Bus { return b.bus }
+
+// Broadcaster exposes the broadcaster, for tests and diagnostics (nil when
+// not broadcasting).
+func (b *Broker) Broadcaster() *egress.Broadcaster { return b.broadcaster }
+
+// Shutdown stops accepting submissions and subscribers, lets in-flight
+// submissions finish (ack or nak) until ctx ends, disconnects subscribers,
+// stops the relay and closes the bus, flushing it.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	var errs []error
+	if b.receiver != nil {
+		if err := b.receiver.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("receiver: %w", err))
+		}
+	}
+	b.cancel()
+	if b.broadcaster != nil {
+		b.broadcaster.Close()
+	}
+	b.wg.Wait()
+	if err := b.bus.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("bus: %w", err))
+	}
+	b.log.Info("broker stopped")
+	return errors.Join(errs...)
+}
+
+func (b *Broker) closeListeners() {
+	for _, ln := range append(b.recvLns, b.castLns...) {
+		ln.Close()
+	}
+}
+
+func whitelistOf(specs []string) (*whitelist.List, error) {
+	if specs == nil {
+		specs = whitelist.Default
+	}
+	return whitelist.New(specs)
+}
+
+func addrList(lns []net.Listener) []net.Addr {
+	out := make([]net.Addr, len(lns))
+	for i, ln := range lns {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+func addrs(lns []net.Listener) []string {
+	out := make([]string, len(lns))
+	for i, ln := range lns {
+		out[i] = ln.Addr().String()
+	}
+	return out
+}
+
+// DefaultEventDB is where the bus stores events and the previously-seen
+// database when --eventdb is not given: like Comet, under the system
+// temporary directory.
+func DefaultEventDB() string { return os.TempDir() + string(os.PathSeparator) + "comet-eventdb" }
