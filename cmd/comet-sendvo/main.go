@@ -1,0 +1,189 @@
+// Command comet-sendvo submits one VOEvent to a broker and waits for its
+// receipt. It exits 0 only when the broker acknowledged the event.
+//
+//	comet-sendvo [-v] [--timeout 20s] TARGET EVENT     (Comet latest)
+//	comet-sendvo [-h HOST] [-p PORT] [-f FILE]         (Comet 2012)
+//
+// TARGET is host, host:port, tcp:host:port or unix:PATH (default port
+// 8098); EVENT is a file name or - for standard input. The file is sent
+// byte for byte.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/voevent"
+	"github.com/comet-go/comet/vtp"
+)
+
+// DefaultTimeout bounds the wait for the receipt (Comet latest waits
+// forever; an author should rather retry).
+const DefaultTimeout = 20 * time.Second
+
+// Exit statuses.
+const (
+	exitAck    = 0
+	exitFailed = 1 // nak, no reply, connection failure, unreadable event
+	exitUsage  = 2
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("comet-sendvo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var host, file string
+	var port, verbose int
+	var timeout time.Duration
+	var maxFrame int
+	fs.StringVar(&host, "host", "", "broker host (Comet 2012 form; default localhost)")
+	fs.StringVar(&host, "h", "", "shorthand for --host")
+	fs.IntVar(&port, "port", 8098, "broker port (Comet 2012 form)")
+	fs.IntVar(&port, "p", 8098, "shorthand for --port")
+	fs.StringVar(&file, "file", "", "event file, - for stdin (Comet 2012 form)")
+	fs.StringVar(&file, "f", "", "shorthand for --file")
+	fs.DurationVar(&timeout, "timeout", DefaultTimeout, "how long to wait for the receipt")
+	fs.IntVar(&maxFrame, "max-event-size", vtp.DefaultMaxFrame, "largest frame to send or accept, in bytes")
+	fs.BoolFunc("v", "more output (repeatable)", func(string) error { verbose++; return nil })
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: comet-sendvo [options] TARGET EVENT\n       comet-sendvo [-h HOST] [-p PORT] [-f FILE]\n\nSubmit one VOEvent and wait for the broker's receipt; exit 0 only on ack.\n\nOptions:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitAck
+		}
+		return exitUsage
+	}
+	var target endpoint.Endpoint
+	var err error
+	switch fs.NArg() {
+	case 2: // latest: TARGET EVENT
+		if host != "" || file != "" {
+			fmt.Fprintln(stderr, "comet-sendvo: give either TARGET EVENT or -h/-p/-f, not both")
+			return exitUsage
+		}
+		target, err = endpoint.ParseClient(fs.Arg(0), 8098)
+		file = fs.Arg(1)
+	case 0: // 2012: -h -p -f
+		if host == "" {
+			host = "localhost"
+		}
+		if file == "" {
+			file = "-"
+		}
+		target, err = endpoint.ParseClient(net.JoinHostPort(host, strconv.Itoa(port)), 8098)
+	default:
+		fmt.Fprintln(stderr, "comet-sendvo: want TARGET and EVENT (see -help)")
+		return exitUsage
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "comet-sendvo: %v\n", err)
+		return exitUsage
+	}
+
+	payload, err := readEvent(file, stdin, maxFrame)
+	if err != nil {
+		fmt.Fprintf(stderr, "comet-sendvo: %v\n", err)
+		return exitFailed
+	}
+	info, err := voevent.Inspect(payload, voevent.Options{})
+	if err != nil {
+		fmt.Fprintf(stderr, "comet-sendvo: %s is not a well-formed XML document: %v\n", file, err)
+		return exitFailed
+	}
+	if !voevent.IsVOEventRole(info.Role) || !info.HasIVORN {
+		fmt.Fprintf(stderr, "comet-sendvo: %s is not a VOEvent with a role and an ivorn (role %q)\n", file, info.Role)
+		return exitFailed
+	}
+
+	msg, err := submit(target, payload, info.IVORN, timeout, maxFrame, func(format string, a ...any) {
+		if verbose > 0 {
+			fmt.Fprintf(stderr, format+"\n", a...)
+		}
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "comet-sendvo: %s: %v\n", info.IVORN, err)
+		return exitFailed
+	}
+	if msg.Role == vtp.RoleNak {
+		fmt.Fprintf(stderr, "comet-sendvo: remote refused event %s: %s\n", info.IVORN, msg.Result)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "event %s acknowledged by %s\n", info.IVORN, orUnknown(msg.Response))
+	return exitAck
+}
+
+// submit sends one frame and returns the first ack or nak whose Origin is
+// the submitted ivorn; other messages are reported and skipped.
+func submit(target endpoint.Endpoint, payload []byte, ivorn string, timeout time.Duration, maxFrame int, logf func(string, ...any)) (*vtp.Message, error) {
+	deadline := time.Now().Add(timeout)
+	conn, err := net.DialTimeout(target.Network, target.Address, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(deadline)
+	if err := vtp.WriteFrame(conn, payload); err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	logf("sent %d bytes to %s", len(payload), target)
+	fr := vtp.NewFrameReader(conn, maxFrame)
+	for {
+		reply, err := fr.ReadFrame()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, fmt.Errorf("no receipt within %v", timeout)
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, errors.New("broker closed the connection without a receipt")
+			}
+			return nil, fmt.Errorf("reading receipt: %w", err)
+		}
+		msg, err := vtp.ParseTransport(reply)
+		if err != nil {
+			logf("ignoring unparsable reply: %v", err)
+			continue
+		}
+		if (msg.Role == vtp.RoleAck || msg.Role == vtp.RoleNak) && msg.Origin == ivorn {
+			return msg, nil
+		}
+		logf("ignoring %s message with Origin %q", msg.Role, msg.Origin)
+	}
+}
+
+func readEvent(file string, stdin io.Reader, maxFrame int) ([]byte, error) {
+	var r io.Reader = stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(maxFrame)+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", file, err)
+	}
+	if len(data) > maxFrame {
+		return nil, fmt.Errorf("%s is larger than %d bytes: every Comet broker would refuse it", file, maxFrame)
+	}
+	return data, nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "the broker"
+	}
+	return s
+}

@@ -1,0 +1,333 @@
+// Command comet is the VOEvent broker: receiver, broadcaster and (later)
+// subscriber roles in one process over an embedded NATS JetStream bus, or
+// against an external NATS cluster with --nats.
+//
+//	comet --receive --broadcast --local-ivo ivo://example.org/broker
+//
+// Options follow Comet latest (spec/cli.md §3) and accept the 2012 forms
+// (§1) as aliases. Run "comet -h" for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/comet-go/comet/egress"
+	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/ingress"
+	"github.com/comet-go/comet/internal/broker"
+	"github.com/comet-go/comet/voevent"
+	"github.com/comet-go/comet/vtp"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// DefaultShutdownTimeout bounds how long SIGTERM waits for in-flight
+// submissions before the process exits anyway.
+const DefaultShutdownTimeout = 30 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// usageError is a bad command line: one clear line and exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(args []string, stderr io.Writer) int {
+	opts, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "comet: %v\n", err)
+		return 2
+	}
+	if opts.showVersion {
+		fmt.Fprintln(stderr, "comet", version)
+		return 0
+	}
+	// INFO by default; each -v one step towards DEBUG, each -q towards ERROR.
+	level := slog.LevelInfo - slog.Level(4*(opts.verbose-opts.quiet))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := opts.config(logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "comet: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	b, err := broker.Start(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "comet: %v\n", err)
+		return 2
+	}
+	status := 0
+	select {
+	case <-ctx.Done():
+		logger.Info("signal received; shutting down", "timeout", opts.shutdownTimeout)
+	case err := <-b.Err():
+		logger.Error("fatal service error; shutting down", "err", err)
+		status = 1
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), opts.shutdownTimeout)
+	defer cancel()
+	if err := b.Shutdown(sctx); err != nil {
+		logger.Error("unclean shutdown", "err", err)
+		status = 1
+	}
+	return status
+}
+
+type options struct {
+	receive, broadcast      multiOpt
+	receivePort, castPort   int
+	localIVO                string
+	eventDB                 string
+	receiveWL, broadcastWL  listOpt
+	testInterval            int
+	verbose, quiet          int
+	natsURL, natsListen     string
+	node                    string
+	maxEventSize            int
+	receiveTimeout          time.Duration
+	iamaliveInterval        time.Duration
+	grace                   time.Duration
+	queueLen, maxUnacked    int
+	writeTimeout            time.Duration
+	shutdownTimeout         time.Duration
+	syncAlways, showVersion bool
+}
+
+// Options that take an optional value (argparse nargs='?') and options
+// that take zero or more values (nargs='*'); Go's flag package knows
+// neither, so arguments are regrouped before parsing.
+var (
+	optionalValue = map[string]bool{"receive": true, "r": true, "broadcast": true, "b": true}
+	zeroOrMore    = map[string]bool{
+		"receive-whitelist": true, "whitelist": true, "author-whitelist": true,
+		"broadcast-whitelist": true, "subscriber-whitelist": true,
+	}
+)
+
+func parseArgs(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("comet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, n := range []string{"receive", "r"} {
+		fs.Var(&o.receive, n, "accept event submissions from authors; optional ENDPOINT (tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT, unix:PATH; default tcp:8098); repeatable")
+	}
+	for _, n := range []string{"broadcast", "b"} {
+		fs.Var(&o.broadcast, n, "serve subscribers; optional ENDPOINT (default tcp:8099); repeatable")
+	}
+	fs.IntVar(&o.receivePort, "receive-port", 8098, "port of the default receive endpoint (Comet 2012)")
+	fs.IntVar(&o.castPort, "broadcast-port", 8099, "port of the default broadcast endpoint (Comet 2012)")
+	fs.StringVar(&o.localIVO, "local-ivo", "", "this broker's IVOA identifier (required with --receive or --broadcast)")
+	fs.StringVar(&o.eventDB, "eventdb", broker.DefaultEventDB(), "directory of the embedded bus: stored events and the previously-seen database")
+	for _, n := range []string{"receive-whitelist", "whitelist", "author-whitelist"} {
+		fs.Var(&o.receiveWL, n, "networks allowed to submit (CIDR or address/netmask); zero or more values; default everyone")
+	}
+	for _, n := range []string{"broadcast-whitelist", "subscriber-whitelist"} {
+		fs.Var(&o.broadcastWL, n, "networks allowed to subscribe; zero or more values; default everyone")
+	}
+	fs.IntVar(&o.testInterval, "broadcast-test-interval", 3600, "seconds between test events sent to subscribers; 0 disables")
+	fs.Var((*countOpt)(&o.verbose), "v", "more logging (repeatable)")
+	fs.Var((*countOpt)(&o.verbose), "verbose", "more logging (repeatable)")
+	fs.Var((*countOpt)(&o.quiet), "q", "less logging (repeatable)")
+	fs.Var((*countOpt)(&o.quiet), "quiet", "less logging (repeatable)")
+	fs.StringVar(&o.natsURL, "nats", "", "use the external NATS JetStream server(s) at URL[,URL...] instead of the embedded bus")
+	fs.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded bus to NATS clients on HOST:PORT (default: not exposed)")
+	host, _ := os.Hostname()
+	fs.StringVar(&o.node, "node", host, "node name recorded on events and naming this broadcaster's bus consumer")
+	fs.IntVar(&o.maxEventSize, "max-event-size", vtp.DefaultMaxFrame, "largest VTP frame accepted, in bytes (Comet: 99999; every Comet peer drops larger frames)")
+	fs.DurationVar(&o.receiveTimeout, "receive-timeout", ingress.DefaultReceiveTimeout, "time an author has from connect to deliver its event")
+	fs.DurationVar(&o.iamaliveInterval, "iamalive-interval", egress.DefaultIAmAliveInterval, "keep-alive period towards subscribers")
+	fs.DurationVar(&o.grace, "broadcast-grace", egress.DefaultGrace, "after a restart, how long subscribers get to reconnect before stored events are replayed")
+	fs.IntVar(&o.queueLen, "subscriber-queue", egress.DefaultQueueLen, "frames queued per subscriber before a slow subscriber is dropped")
+	fs.IntVar(&o.maxUnacked, "max-unacked", egress.DefaultMaxUnacked, "unacknowledged events at a keep-alive tick that get a subscriber dropped")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", egress.DefaultWriteTimeout, "longest a write to one subscriber may block before it is dropped")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
+	fs.BoolVar(&o.syncAlways, "sync-always", false, "fsync every bus write: survives power loss, costs throughput")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: comet [options]\n\nA VOEvent broker. Give at least one of --receive and --broadcast.\n\nOptions:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(regroup(args)); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return o, nil
+}
+
+// regroup rewrites "--receive tcp:8098" as "--receive=tcp:8098" and
+// "--whitelist A B" as "--whitelist=A B", and splits "-vv" into "-v -v".
+func regroup(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name := strings.TrimLeft(a, "-")
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if strings.HasPrefix(a, "-") && !strings.Contains(name, "=") {
+			switch {
+			case optionalValue[name]:
+				if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+					a += "=" + args[i+1]
+					i++
+				}
+			case zeroOrMore[name]:
+				var vals []string
+				for i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+					vals = append(vals, args[i+1])
+					i++
+				}
+				a += "=" + strings.Join(vals, " ")
+			case len(name) > 1 && strings.Trim(name, "v") == "" && !strings.HasPrefix(a, "--"):
+				for range name {
+					out = append(out, "-v")
+				}
+				continue
+			case len(name) > 1 && strings.Trim(name, "q") == "" && !strings.HasPrefix(a, "--"):
+				for range name {
+					out = append(out, "-q")
+				}
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (o *options) config(logger *slog.Logger) (broker.Config, error) {
+	cfg := broker.Config{
+		LocalIVO:         o.localIVO,
+		Node:             o.node,
+		Version:          version,
+		EventDB:          o.eventDB,
+		NATSURL:          o.natsURL,
+		NATSListen:       o.natsListen,
+		SyncAlways:       o.syncAlways,
+		MaxEventSize:     o.maxEventSize,
+		ReceiveTimeout:   o.receiveTimeout,
+		IAmAliveInterval: o.iamaliveInterval,
+		TestInterval:     time.Duration(o.testInterval) * time.Second,
+		Grace:            o.grace,
+		QueueLen:         o.queueLen,
+		MaxUnacked:       o.maxUnacked,
+		WriteTimeout:     o.writeTimeout,
+		Logger:           logger,
+	}
+	if !o.receive.set && !o.broadcast.set {
+		return cfg, usageError{"no services requested; stopping. Give --receive and/or --broadcast (see -h)"}
+	}
+	if o.localIVO == "" {
+		return cfg, usageError{"IVOA identifier required (--local-ivo)"}
+	}
+	if !voevent.ValidIVOID(o.localIVO) {
+		return cfg, usageError{fmt.Sprintf("invalid IVOA identifier: %s; required format: ivo://authorityID/resourceKey#local_ID", o.localIVO)}
+	}
+	if o.testInterval < 0 {
+		return cfg, usageError{"--broadcast-test-interval must be >= 0"}
+	}
+	if o.maxEventSize < 1 || o.maxEventSize > 64<<20 {
+		return cfg, usageError{"--max-event-size must be between 1 and 67108864"}
+	}
+	if o.natsURL == "" && o.eventDB == "" {
+		return cfg, usageError{"--eventdb must name a directory"}
+	}
+	var err error
+	if cfg.Receive, err = endpoints(o.receive, o.receivePort); err != nil {
+		return cfg, err
+	}
+	if cfg.Broadcast, err = endpoints(o.broadcast, o.castPort); err != nil {
+		return cfg, err
+	}
+	if o.receiveWL.set {
+		cfg.ReceiveWhitelist = o.receiveWL.values()
+	}
+	if o.broadcastWL.set {
+		cfg.BroadcastWhitelist = o.broadcastWL.values()
+	}
+	return cfg, nil
+}
+
+func endpoints(m multiOpt, defaultPort int) ([]endpoint.Endpoint, error) {
+	var out []endpoint.Endpoint
+	for _, v := range m.vals {
+		if v == "" || v == "true" {
+			v = "tcp:" + strconv.Itoa(defaultPort)
+		}
+		ep, err := endpoint.ParseServer(v)
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		out = append(out, ep)
+	}
+	return out, nil
+}
+
+// multiOpt is a repeatable option whose value is optional.
+type multiOpt struct {
+	set  bool
+	vals []string
+}
+
+func (m *multiOpt) String() string   { return strings.Join(m.vals, ",") }
+func (m *multiOpt) IsBoolFlag() bool { return true }
+func (m *multiOpt) Set(v string) error {
+	m.set = true
+	m.vals = append(m.vals, v)
+	return nil
+}
+
+// listOpt takes zero or more networks per occurrence; occurrences add up,
+// as Comet 2012's repeatable --whitelist did. Given with no value at all,
+// it leaves an empty list: every TCP peer is refused (Comet latest).
+type listOpt struct {
+	set  bool
+	vals []string
+}
+
+func (l *listOpt) String() string { return strings.Join(l.vals, " ") }
+func (l *listOpt) Set(v string) error {
+	l.set = true
+	l.vals = append(l.vals, strings.Fields(strings.ReplaceAll(v, ",", " "))...)
+	return nil
+}
+func (l *listOpt) values() []string { return append([]string{}, l.vals...) }
+
+// countOpt counts occurrences (-v -v).
+type countOpt int
+
+func (c *countOpt) String() string   { return strconv.Itoa(int(*c)) }
+func (c *countOpt) IsBoolFlag() bool { return true }
+func (c *countOpt) Set(v string) error {
+	if v == "true" || v == "" {
+		*c++
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return err
+	}
+	*c += countOpt(n)
+	return nil
+}
