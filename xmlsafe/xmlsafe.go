@@ -4,6 +4,10 @@
 // never dereferences external resources; on top of that it refuses any DTD
 // (spec/voevent.md §6: no real VOEvent or Transport message carries one),
 // bounds element nesting, and accepts the legacy encodings seen in traffic.
+//
+// Scanner (scanner.go) applies the same rules, and libxml2's stricter
+// well-formedness, in one allocation-free pass over an in-memory document
+// with exact byte offsets; it is the hot-path parser for VOEvents.
 package xmlsafe
 
 import (
