@@ -15,6 +15,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -70,6 +73,14 @@ func run(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if opts.debugAddr != "" {
+		stopDebug, err := serveDebug(opts.debugAddr, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "comet: %v\n", err)
+			return 2
+		}
+		defer stopDebug()
+	}
 	b, err := broker.Start(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "comet: %v\n", err)
@@ -110,6 +121,7 @@ type options struct {
 	writeTimeout            time.Duration
 	shutdownTimeout         time.Duration
 	syncAlways, showVersion bool
+	debugAddr               string
 }
 
 // Options that take an optional value (argparse nargs='?') and options
@@ -162,6 +174,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "fsync every bus write: survives power loss, costs throughput")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on HOST:PORT (for profiling; keep it on loopback)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: comet [options]\n\nA VOEvent broker. Give at least one of --receive and --broadcast.\n\nOptions:\n")
 		fs.PrintDefaults()
@@ -330,4 +343,22 @@ func (c *countOpt) Set(v string) error {
 	}
 	*c += countOpt(n)
 	return nil
+}
+
+// serveDebug exposes pprof on addr until the returned stop is called.
+func serveDebug(addr string, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	logger.Info("pprof listening", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
