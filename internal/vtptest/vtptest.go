@@ -78,6 +78,8 @@ type Subscriber struct {
 	IVO     string
 
 	conn net.Conn
+	// discard keeps only ivorns, not payloads (for benchmarks).
+	discard bool
 
 	mu        sync.Mutex
 	events    [][]byte
@@ -93,14 +95,24 @@ func Dial(addr string, mode Mode, filters ...string) (*Subscriber, error) {
 	return DialFrom(nil, addr, mode, filters...)
 }
 
+// DialCounting connects a Comet-like subscriber that keeps only the ivorns
+// of the events it receives, for benchmarks with many events.
+func DialCounting(addr string) (*Subscriber, error) {
+	return dial(nil, addr, Comet, true, nil)
+}
+
 // DialFrom is Dial from a chosen local address.
 func DialFrom(local net.Addr, addr string, mode Mode, filters ...string) (*Subscriber, error) {
+	return dial(local, addr, mode, false, filters)
+}
+
+func dial(local net.Addr, addr string, mode Mode, discard bool, filters []string) (*Subscriber, error) {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: local}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscriber{Mode: mode, Filters: filters, IVO: "ivo://test.subscriber/listener", conn: conn,
+	s := &Subscriber{Mode: mode, Filters: filters, IVO: "ivo://test.subscriber/listener", conn: conn, discard: discard,
 		notify: make(chan struct{}, 1), done: make(chan struct{})}
 	if mode == Silent {
 		// Shrink the receive buffer so the broker's queue fills quickly.
@@ -160,7 +172,9 @@ func (s *Subscriber) loop() {
 				time.Sleep(SlowDelay)
 			}
 			s.mu.Lock()
-			s.events = append(s.events, payload)
+			if !s.discard {
+				s.events = append(s.events, payload)
+			}
 			s.ivorns = append(s.ivorns, info.IVORN)
 			s.mu.Unlock()
 			switch s.Mode {
@@ -271,9 +285,16 @@ func (s *Subscriber) WaitFor(timeout time.Duration, cond func(*Subscriber) bool)
 	}
 }
 
+// Count is the number of events received so far.
+func (s *Subscriber) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ivorns)
+}
+
 // WaitEvents waits for at least n events.
 func (s *Subscriber) WaitEvents(n int, timeout time.Duration) bool {
-	return s.WaitFor(timeout, func(s *Subscriber) bool { return len(s.Events()) >= n })
+	return s.WaitFor(timeout, func(s *Subscriber) bool { return s.Count() >= n })
 }
 
 // WaitRole waits until a Transport message with role has arrived n times.

@@ -1,0 +1,77 @@
+package broker_test
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/comet-go/comet/internal/broker"
+	"github.com/comet-go/comet/internal/vtptest"
+	"github.com/comet-go/comet/vtp"
+)
+
+// BenchmarkSubmit measures accepted events per second through a real
+// socket into the in-process broker with its durable embedded bus: parse,
+// schema check, previously-seen claim, store, ack. Run with -cpu and
+// -benchtime; the parallelism is GOMAXPROCS*16 concurrent authors.
+func BenchmarkSubmit(b *testing.B) {
+	br := start(b, func(c *broker.Config) { c.Logger = quietLogger() })
+	tmpl := benchEvent(b)
+	var seq atomic.Int64
+	run := time.Now().UnixNano()
+	b.SetBytes(int64(len(tmpl)))
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ev := vtptest.WithIVORN(tmpl, fmt.Sprintf("ivo://bench.author/submit#%d-%d", run, seq.Add(1)))
+			m, err := vtptest.Submit(recvAddr(br), ev, 20*time.Second)
+			if err != nil || m == nil || m.Role != vtp.RoleAck {
+				b.Errorf("submission: %+v %v", m, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkFanout measures delivery to 50 subscribers: each op is one
+// event accepted and delivered to every subscriber.
+func BenchmarkFanout(b *testing.B) {
+	br := start(b, func(c *broker.Config) { c.Logger = quietLogger() })
+	const nsubs = 50
+	subs := make([]*vtptest.Subscriber, nsubs)
+	for i := range subs {
+		s, err := vtptest.DialCounting(castAddr(br))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(s.Close)
+		subs[i] = s
+	}
+	if !waitUntil(10*time.Second, func() bool { return br.Broadcaster().Subscribers() == nsubs }) {
+		b.Fatal("subscribers did not connect")
+	}
+	tmpl := benchEvent(b)
+	run := time.Now().UnixNano()
+	var seq atomic.Int64
+	b.ResetTimer()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ev := vtptest.WithIVORN(tmpl, fmt.Sprintf("ivo://bench.author/fanout#%d-%d", run, seq.Add(1)))
+			if m, err := vtptest.Submit(recvAddr(br), ev, 20*time.Second); err != nil || m == nil || m.Role != vtp.RoleAck {
+				b.Errorf("submission: %+v %v", m, err)
+				return
+			}
+		}
+	})
+	for _, s := range subs {
+		if !s.WaitEvents(b.N, time.Minute) {
+			b.Fatalf("subscriber got %d of %d", s.Count(), b.N)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*nsubs)/b.Elapsed().Seconds(), "deliveries/s")
+}
