@@ -69,6 +69,8 @@ type Broadcaster struct {
 	listeners map[net.Listener]struct{}
 	closed    bool
 	wg        sync.WaitGroup // subscriber goroutines
+
+	shuttingDown atomic.Bool
 }
 
 func (b *Broadcaster) init() {
@@ -151,6 +153,7 @@ func (b *Broadcaster) Run(ctx context.Context) {
 // goroutines.
 func (b *Broadcaster) Close() error {
 	b.init()
+	b.shuttingDown.Store(true)
 	b.mu.Lock()
 	b.closed = true
 	for ln := range b.listeners {
@@ -186,7 +189,7 @@ func (b *Broadcaster) Subscribers() int {
 func (b *Broadcaster) Broadcast(payload []byte, done func()) {
 	b.init()
 	frame := vtp.Frame(payload) // built once, shared read-only by every queue
-	t := &tracker{done: done}
+	t := &tracker{done: done, b: b}
 	t.n.Store(1) // held by this call until every subscriber has its share
 	var doc *filter.Doc
 	var docErr error
@@ -214,10 +217,14 @@ func (b *Broadcaster) Broadcast(payload []byte, done func()) {
 type tracker struct {
 	n    atomic.Int64
 	done func()
+	b    *Broadcaster
 }
 
+// release drops one share. The last one acks the event on the bus, except
+// while shutting down: subscribers cut off by a shutdown may not have the
+// event, so it stays unacknowledged and is replayed after the restart.
 func (t *tracker) release() {
-	if t.n.Add(-1) == 0 && t.done != nil {
+	if t.n.Add(-1) == 0 && t.done != nil && !t.b.shuttingDown.Load() {
 		t.done()
 	}
 }

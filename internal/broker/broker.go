@@ -63,7 +63,8 @@ type Broker struct {
 	recvLns     []net.Listener
 	castLns     []net.Listener
 	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	listening   sync.WaitGroup // Serve loops: end when their listeners close
+	running     sync.WaitGroup // relay and timers: end when cancel is called
 	errs        chan error
 }
 
@@ -135,7 +136,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			MaxFrame:  cfg.MaxEventSize,
 		}
 		for _, ln := range b.recvLns {
-			b.serve(func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
+			b.serve(&b.listening, func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
 		}
 	}
 	if len(b.castLns) > 0 {
@@ -152,13 +153,9 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			MaxFrame:         cfg.MaxEventSize,
 		}
 		for _, ln := range b.castLns {
-			b.serve(func() error { return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
+			b.serve(&b.listening, func() error { return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
 		}
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			b.broadcaster.Run(runCtx)
-		}()
+		b.serve(&b.running, func() error { b.broadcaster.Run(runCtx); return nil }, nil)
 		relay := &egress.Relay{
 			Source:      b.bus,
 			Durable:     ConsumerName(cfg.Node),
@@ -166,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			Broadcaster: b.broadcaster,
 			Logger:      log.With("component", "relay"),
 		}
-		b.serve(func() error { return relay.Run(runCtx) }, nil)
+		b.serve(&b.running, func() error { return relay.Run(runCtx) }, nil)
 	}
 	log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
 		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "bus", b.bus.Describe())
@@ -188,10 +185,10 @@ func ConsumerName(node string) string {
 	return sb.String()
 }
 
-func (b *Broker) serve(run func() error, closed error) {
-	b.wg.Add(1)
+func (b *Broker) serve(wg *sync.WaitGroup, run func() error, closed error) {
+	wg.Add(1)
 	go func() {
-		defer b.wg.Done()
+		defer wg.Done()
 		if err := run(); err != nil && !errors.Is(err, closed) {
 			b.log.Error("service failed", "err", err)
 			select {
@@ -228,11 +225,14 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("receiver: %w", err))
 		}
 	}
+	// Stop the relay and timers before dropping subscribers, so nothing is
+	// handed to a broadcaster that is going away.
 	b.cancel()
+	b.running.Wait()
 	if b.broadcaster != nil {
 		b.broadcaster.Close()
 	}
-	b.wg.Wait()
+	b.listening.Wait()
 	if err := b.bus.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("bus: %w", err))
 	}
