@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -111,56 +110,8 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-type sample struct {
-	name    string
-	data    []byte
-	verdict string // "ack" or "nak"
-	reason  string // e.g. "schema", "no-local-id; schema"
-}
-
-// samples reads every VOEvent in the shared test data with Comet's receiver
-// verdict from SOURCES.md, and fails if a file has no verdict.
-func samples(t testing.TB) []sample {
-	t.Helper()
-	dir := filepath.Join(sharedData, "voevents")
-	f, err := os.Open(filepath.Join(dir, "SOURCES.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	verdicts := map[string][2]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		cells := strings.Split(sc.Text(), "|")
-		if len(cells) < 10 {
-			continue
-		}
-		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
-		v := strings.TrimSpace(cells[7])
-		if !strings.HasSuffix(name, ".xml") {
-			continue
-		}
-		verb, why, _ := strings.Cut(v, " ")
-		verdicts[name] = [2]string{verb, strings.Trim(why, "()")}
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.xml"))
-	var out []sample
-	for _, p := range files {
-		name := filepath.Base(p)
-		v, ok := verdicts[name]
-		if !ok {
-			t.Fatalf("%s has no verdict in SOURCES.md", name)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, sample{name, data, v[0], v[1]})
-	}
-	if len(out) != 37 {
-		t.Fatalf("found %d samples, want 37", len(out))
-	}
-	return out
+func samples(t testing.TB) []vtptest.Sample {
+	return vtptest.Samples(t, filepath.Join(sharedData, "voevents"))
 }
 
 func benchEvent(t testing.TB) []byte {
@@ -195,27 +146,27 @@ func TestSamplesGetCometsVerdictAndReachSubscribersByteIdentical(t *testing.T) {
 	b := start(t, nil)
 	s1 := subscribe(t, b, vtptest.Comet)
 	s2 := subscribe(t, b, vtptest.Pygcn)
-	var acked []sample
+	var acked []vtptest.Sample
 	for _, smp := range samples(t) {
-		m := submit(t, recvAddr(b), smp.data)
+		m := submit(t, recvAddr(b), smp.Data)
 		if m == nil {
-			t.Errorf("%s: no reply", smp.name)
+			t.Errorf("%s: no reply", smp.Name)
 			continue
 		}
-		info, _ := voevent.Inspect(smp.data, voevent.Options{})
+		info, _ := voevent.Inspect(smp.Data, voevent.Options{})
 		if m.Origin != info.IVORN || m.Response != localIVO {
-			t.Errorf("%s: receipt Origin %q Response %q", smp.name, m.Origin, m.Response)
+			t.Errorf("%s: receipt Origin %q Response %q", smp.Name, m.Origin, m.Response)
 		}
-		if m.Role != smp.verdict {
-			t.Errorf("%s: got %s (%s), Comet gives %s (%s)", smp.name, m.Role, m.Result, smp.verdict, smp.reason)
+		if m.Role != smp.Verdict {
+			t.Errorf("%s: got %s (%s), Comet gives %s (%s)", smp.Name, m.Role, m.Result, smp.Verdict, smp.Reason)
 			continue
 		}
 		if m.Role == vtp.RoleNak {
 			if !strings.HasPrefix(m.Result, "Event rejected: ") {
-				t.Errorf("%s: nak Result %q", smp.name, m.Result)
+				t.Errorf("%s: nak Result %q", smp.Name, m.Result)
 			}
-			if strings.HasPrefix(smp.reason, "no-local-id") && m.Result != "Event rejected: No per-event local ID" {
-				t.Errorf("%s: nak Result %q", smp.name, m.Result)
+			if strings.HasPrefix(smp.Reason, "no-local-id") && m.Result != "Event rejected: No per-event local ID" {
+				t.Errorf("%s: nak Result %q", smp.Name, m.Result)
 			}
 			continue
 		}
@@ -226,17 +177,17 @@ func TestSamplesGetCometsVerdictAndReachSubscribersByteIdentical(t *testing.T) {
 			t.Fatalf("subscriber got %d events, want %d", len(s.Events()), len(acked))
 		}
 		for i, got := range s.Events() {
-			if !bytes.Equal(got, acked[i].data) {
-				t.Errorf("event %d (%s) not byte-identical", i, acked[i].name)
+			if !bytes.Equal(got, acked[i].Data) {
+				t.Errorf("event %d (%s) not byte-identical", i, acked[i].Name)
 			}
 		}
 	}
 
 	// Resubmitting: previously seen, not rebroadcast.
 	for _, smp := range acked {
-		m := submit(t, recvAddr(b), smp.data)
+		m := submit(t, recvAddr(b), smp.Data)
 		if m == nil || m.Role != vtp.RoleNak || m.Result != "Event rejected: Previously seen by this broker" {
-			t.Errorf("%s resubmitted: %+v", smp.name, m)
+			t.Errorf("%s resubmitted: %+v", smp.Name, m)
 		}
 	}
 	marker := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/marker#after-duplicates")
@@ -565,4 +516,53 @@ func regexpIvorn(ev []byte, _ string) []byte {
 	q := ev[i+6]
 	j := bytes.IndexByte(ev[i+7:], q)
 	return append(append([]byte{}, ev[:i]...), ev[i+7+j+1:]...)
+}
+
+// Two brokers on one external NATS JetStream server (--nats): the same
+// event submitted to both is acked by one and refused as previously seen by
+// the other, and each broker's subscribers receive it exactly once.
+func TestTwoBrokersShareAnExternalBus(t *testing.T) {
+	ext, err := bus.Open(context.Background(), bus.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", MaxPayload: vtp.DefaultMaxFrame,
+		Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ext.Close() })
+	url := ext.ClientURL()
+	if url == "" {
+		t.Fatal("external server has no client URL")
+	}
+	a := start(t, func(c *broker.Config) { c.NATSURL = url; c.Node = "a"; c.EventDB = "" })
+	b := start(t, func(c *broker.Config) { c.NATSURL = url; c.Node = "b"; c.EventDB = "" })
+	sa := subscribe(t, a, vtptest.Comet)
+	sb := subscribe(t, b, vtptest.Comet)
+
+	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/shared#1")
+	replies := make(chan *vtp.Message, 2)
+	for _, br := range []*broker.Broker{a, b} {
+		go func() {
+			m, _ := vtptest.Submit(recvAddr(br), ev, replyTimeout)
+			replies <- m
+		}()
+	}
+	roles := map[string]int{}
+	for range 2 {
+		if m := <-replies; m != nil {
+			roles[m.Role]++
+		}
+	}
+	if roles[vtp.RoleAck] != 1 || roles[vtp.RoleNak] != 1 {
+		t.Fatalf("receipts %v, want one ack and one nak", roles)
+	}
+	marker := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/shared#marker")
+	mustAck(t, recvAddr(a), marker)
+	for name, s := range map[string]*vtptest.Subscriber{"a": sa, "b": sb} {
+		if !s.WaitEvents(2, deliveryWait) {
+			t.Fatalf("subscriber of %s got %q", name, s.IVORNs())
+		}
+		time.Sleep(100 * time.Millisecond)
+		if got := s.IVORNs(); len(got) != 2 || got[0] != "ivo://test.author/shared#1" {
+			t.Fatalf("subscriber of %s got %q, want the event once then the marker", name, got)
+		}
+	}
 }

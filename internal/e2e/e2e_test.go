@@ -168,27 +168,35 @@ func dialMode(t *testing.T, addr string, mode vtptest.Mode) *vtptest.Subscriber 
 	return s
 }
 
-// An event acked before SIGKILL is still refused as previously seen after
-// the restart, and is not broadcast again.
+// Every shared sample acked before SIGKILL is still refused as previously
+// seen after the restart, and is not broadcast again.
 func TestPreviouslySeenSurvivesSIGKILL(t *testing.T) {
 	db, p := t.TempDir(), newPorts(t)
 	c := startComet(t, db, p)
 	s1 := dial(t, p.castAddr())
-	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/e2e#kill-dup")
-	if m := submit(t, p.recvAddr(), ev); m == nil || m.Role != vtp.RoleAck {
-		t.Fatalf("first submission: %+v", m)
+	var acked []vtptest.Sample
+	for _, smp := range vtptest.Samples(t, filepath.Join(sharedData, "voevents")) {
+		if smp.Verdict != vtp.RoleAck {
+			continue
+		}
+		if m := submit(t, p.recvAddr(), smp.Data); m == nil || m.Role != vtp.RoleAck {
+			t.Fatalf("%s first submission: %+v", smp.Name, m)
+		}
+		acked = append(acked, smp)
 	}
-	if !s1.WaitEvents(1, wait) {
-		t.Fatal("not delivered before the kill")
+	if !s1.WaitEvents(len(acked), wait) {
+		t.Fatal("not all delivered before the kill")
 	}
-	time.Sleep(300 * time.Millisecond) // let the subscriber's ack reach the bus
+	time.Sleep(300 * time.Millisecond) // let the subscriber's acks reach the bus
 	c.kill(t)
 
 	startComet(t, db, p, "--broadcast-grace", "200ms")
 	s2 := dial(t, p.castAddr())
-	m := submit(t, p.recvAddr(), ev)
-	if m == nil || m.Role != vtp.RoleNak || m.Result != "Event rejected: Previously seen by this broker" {
-		t.Fatalf("resubmission after restart: %+v", m)
+	for _, smp := range acked {
+		m := submit(t, p.recvAddr(), smp.Data)
+		if m == nil || m.Role != vtp.RoleNak || m.Result != "Event rejected: Previously seen by this broker" {
+			t.Fatalf("%s resubmitted after restart: %+v", smp.Name, m)
+		}
 	}
 	marker := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/e2e#kill-dup-marker")
 	if m := submit(t, p.recvAddr(), marker); m == nil || m.Role != vtp.RoleAck {
