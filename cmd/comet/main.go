@@ -67,6 +67,11 @@ func run(args []string, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg, err := opts.config(logger)
+	if err == nil && cfg.NATSURL == "" {
+		if derr := usableDir(cfg.EventDB); derr != nil {
+			err = fmt.Errorf("--eventdb %s: %w", cfg.EventDB, derr)
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "comet: %v\n", err)
 		return 2
@@ -361,4 +366,18 @@ func serveDebug(addr string, logger *slog.Logger) (stop func(), err error) {
 	go srv.Serve(ln)
 	logger.Info("pprof listening", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// usableDir creates dir if missing and checks that files can be made in it,
+// so that a bad --eventdb is reported by name before the bus starts.
+func usableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".comet-write-test-*")
+	if err != nil {
+		return fmt.Errorf("not writable: %w", err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

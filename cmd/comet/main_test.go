@@ -22,7 +22,7 @@ func TestRegroupHandlesOptionalAndVariadicValues(t *testing.T) {
 func TestOptionsBuildTheConfig(t *testing.T) {
 	o, err := parseArgs([]string{"-r", "--receive", "unix:/tmp/c.sock", "--broadcast-port", "9099", "-b",
 		"--whitelist", "127.0.0.1/32", "--author-whitelist", "10.0.0.0/255.0.0.0", "--broadcast-whitelist",
-		"--local-ivo", "ivo://a.b/c", "--eventdb", "/tmp/x"}, io.Discard)
+		"--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir()}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

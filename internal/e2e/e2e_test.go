@@ -336,6 +336,8 @@ func TestStartupErrors(t *testing.T) {
 	defer busy.Close()
 	busyPort := busy.Addr().(*net.TCPAddr).Port
 	db := t.TempDir()
+	notADir := filepath.Join(db, "file")
+	os.WriteFile(notADir, nil, 0o644)
 	cases := map[string]struct {
 		args []string
 		want string
@@ -348,6 +350,8 @@ func TestStartupErrors(t *testing.T) {
 		"port in use": {[]string{"--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", busyPort),
 			"--local-ivo", localIVO, "--eventdb", db}, "address already in use"},
 		"unknown flag": {[]string{"--bogus"}, "bogus"},
+		"unusable eventdb": {[]string{"--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", freePort(t)),
+			"--local-ivo", localIVO, "--eventdb", filepath.Join(notADir, "db")}, "eventdb"},
 	}
 	for name, c := range cases {
 		out, code := runCmd(t, "comet", nil, c.args...)
