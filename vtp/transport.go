@@ -1,11 +1,12 @@
 package vtp
 
 import (
-	"encoding/xml"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/comet-go/comet/xmlsafe"
@@ -146,58 +147,59 @@ func AuthenticateReply(origin, response string, filters []string, now time.Time)
 // Transport role.
 var ErrNotTransport = errors.New("not a Transport message")
 
+// scanners are reused: a broadcaster parses one ack per subscriber per event.
+var scanners = sync.Pool{New: func() any { return xmlsafe.NewScanner(nil, 0) }}
+
 // ParseTransport reads a Transport message. Like Comet it classifies by the
 // root's role only and reads unqualified children by name; the namespace is
-// recorded, never checked, so every namespace variant is accepted.
+// recorded, never checked, so every namespace variant is accepted. The whole
+// document must be well-formed and free of DTDs (package xmlsafe).
 func ParseTransport(payload []byte) (*Message, error) {
-	d := xmlsafe.NewDecoder(payload, 0)
+	sc := scanners.Get().(*xmlsafe.Scanner)
+	defer scanners.Put(sc)
+	sc.Reset(payload, 0)
 	m := &Message{}
 	var oldFilters []string
-	var path [4]string // element names from the root down, for depth <= 3
-	var text strings.Builder
-	inFilter := false
+	var text []byte
+	depth := 0
+	inMeta, inFilter := false, false
 	for {
-		tok, err := d.Token()
+		kind, err := sc.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("unparsable: %w", err)
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			depth := d.Depth()
+		switch kind {
+		case xmlsafe.KindStart:
+			depth++
+			space, local := sc.Name()
 			if depth == 1 {
-				if m.Root != "" {
-					return nil, errors.New("unparsable: more than one root element")
-				}
-				m.Root, m.Namespace = t.Name.Local, t.Name.Space
-				for _, a := range t.Attr {
-					if a.Name.Space == "" && a.Name.Local == "role" {
-						m.Role = a.Value
+				m.Root, m.Namespace = string(local), string(space)
+				for i := range sc.NumAttr() {
+					if as, al := sc.Attr(i); len(as) == 0 && string(al) == "role" {
+						m.Role = string(sc.AttrValue(i))
 					}
 				}
 				if !IsTransportRole(m.Role) {
 					return m, fmt.Errorf("%w: role %q", ErrNotTransport, m.Role)
 				}
 			}
-			if depth < len(path) {
-				path[depth] = t.Name.Local
+			text = text[:0]
+			if depth == 2 && string(local) == "Meta" {
+				m.Meta, inMeta = true, true
 			}
-			text.Reset()
-			if depth == 2 && t.Name.Local == "Meta" {
-				m.Meta = true
-			}
-			if depth == 3 && path[2] == "Meta" {
-				switch t.Name.Local {
+			if depth == 3 && inMeta {
+				switch string(local) {
 				case "Param":
 					var p Param
-					for _, a := range t.Attr {
-						switch a.Name.Local {
+					for i := range sc.NumAttr() {
+						switch _, al := sc.Attr(i); string(al) {
 						case "name":
-							p.Name = a.Value
+							p.Name = string(sc.AttrValue(i))
 						case "value":
-							p.Value = a.Value
+							p.Value = string(sc.AttrValue(i))
 						}
 					}
 					m.Params = append(m.Params, p)
@@ -205,31 +207,34 @@ func ParseTransport(payload []byte) (*Message, error) {
 						m.Filters = append(m.Filters, p.Value)
 					}
 				case "filter":
-					for _, a := range t.Attr {
-						if a.Name.Local == "type" && a.Value == "xpath" {
+					for i := range sc.NumAttr() {
+						if _, al := sc.Attr(i); string(al) == "type" && string(sc.AttrValue(i)) == "xpath" {
 							inFilter = true
 						}
 					}
 				}
 			}
-		case xml.CharData:
-			text.Write(t)
-		case xml.EndElement:
-			depth := d.Depth() + 1 // depth of the element just closed
+		case xmlsafe.KindText:
+			text = append(text, sc.Text()...)
+		case xmlsafe.KindEnd:
+			_, local := sc.Name()
 			switch {
-			case depth == 2 && t.Name.Local == "Origin":
-				m.Origin = strings.TrimSpace(text.String())
-			case depth == 2 && t.Name.Local == "Response":
-				m.Response = strings.TrimSpace(text.String())
-			case depth == 2 && t.Name.Local == "TimeStamp":
-				m.TimeStamp = strings.TrimSpace(text.String())
-			case depth == 3 && path[2] == "Meta" && t.Name.Local == "Result":
-				m.Result = text.String()
-			case depth == 3 && path[2] == "Meta" && t.Name.Local == "filter" && inFilter:
-				oldFilters = append(oldFilters, text.String())
+			case depth == 2 && string(local) == "Origin":
+				m.Origin = string(bytes.TrimSpace(text))
+			case depth == 2 && string(local) == "Response":
+				m.Response = string(bytes.TrimSpace(text))
+			case depth == 2 && string(local) == "TimeStamp":
+				m.TimeStamp = string(bytes.TrimSpace(text))
+			case depth == 2:
+				inMeta = false
+			case depth == 3 && inMeta && string(local) == "Result":
+				m.Result = string(text)
+			case depth == 3 && inMeta && string(local) == "filter" && inFilter:
+				oldFilters = append(oldFilters, string(text))
 				inFilter = false
 			}
-			text.Reset()
+			text = text[:0]
+			depth--
 		}
 	}
 	if m.Root == "" {

@@ -258,3 +258,15 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseAck(b *testing.B) {
+	ack := ackForBench
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseTransport(ack); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+var ackForBench = Ack("ivo://nasa.gsfc.gcn/Fermi#GBM_Flt_Pos_2018-01-16T14:55:42.99_537634547_0-004", "ivo://example.org/listener", ts)
