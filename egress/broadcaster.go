@@ -33,11 +33,11 @@ const (
 	DefaultMaxUnacked = 10
 	// DefaultQueueLen bounds each subscriber's queue of outgoing frames;
 	// a subscriber whose queue is full is dropped.
-	DefaultQueueLen = 4096
+	DefaultQueueLen = 1024
 	// DefaultMaxInFlight bounds the events sent to one subscriber and not
 	// yet acknowledged; past it the subscriber is dropped at once rather
 	// than at the next tick, so it cannot hold back the bus consumer.
-	DefaultMaxInFlight = 4096
+	DefaultMaxInFlight = 1024
 	// DefaultWriteTimeout bounds one write to a subscriber's socket.
 	DefaultWriteTimeout = 30 * time.Second
 	// DefaultFilterCacheSize bounds the number of distinct compiled filters.

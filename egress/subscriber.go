@@ -18,7 +18,7 @@ import (
 
 // writeBufferSize batches frames into few syscalls when events arrive in
 // bursts; a lone frame is flushed at once.
-const writeBufferSize = 64 << 10
+const writeBufferSize = 32 << 10
 
 // subscriber is one connected subscriber: a reader goroutine handling its
 // Transport messages and a writer goroutine draining its bounded queue.
