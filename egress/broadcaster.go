@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/internal/accept"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
 )
@@ -97,30 +97,10 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 	b.mu.Unlock()
 	log := b.logger().With("listener", ln.Addr().String())
 	log.Info("broadcasting events")
-	var backoff time.Duration
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if b.isClosed() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-		}
-		backoff = 0
-		if b.Whitelist != nil && !b.Whitelist.Allows(conn.RemoteAddr()) {
-			log.Warn("subscriber refused: peer not in whitelist", "peer", conn.RemoteAddr().String())
-			conn.Close()
-			continue
-		}
-		b.add(conn)
+	if err := accept.Loop(ln, b.Whitelist, log, b.isClosed, b.add); err != nil {
+		return err
 	}
+	return ErrServerClosed
 }
 
 // Run drives the keep-alive and test-event timers until ctx ends. Both
@@ -330,11 +310,6 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // SubscriberStats describes one connected subscriber.

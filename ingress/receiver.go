@@ -7,7 +7,6 @@ package ingress
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/internal/accept"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -76,35 +76,17 @@ func (r *Receiver) Serve(ln net.Listener) error {
 	defer r.untrack(ln)
 	log := r.logger().With("listener", ln.Addr().String())
 	log.Info("receiving events")
-	var backoff time.Duration
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if r.closing() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
-				// Out of file descriptors and the like: back off, don't spin.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-		}
-		backoff = 0
-		if r.Whitelist != nil && !r.Whitelist.Allows(conn.RemoteAddr()) {
-			log.Warn("submission refused: peer not in whitelist", "peer", conn.RemoteAddr().String())
-			conn.Close()
-			continue
-		}
+	err := accept.Loop(ln, r.Whitelist, log, r.closing, func(conn net.Conn) {
 		r.conns.Add(1)
 		go func() {
 			defer r.conns.Done()
 			r.handle(conn)
 		}()
+	})
+	if err == nil {
+		return ErrServerClosed
 	}
+	return err
 }
 
 // Shutdown stops accepting, then waits for in-flight submissions to be
@@ -270,9 +252,4 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
