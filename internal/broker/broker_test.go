@@ -528,3 +528,34 @@ func TestTwoBrokersShareAnExternalBus(t *testing.T) {
 		}
 	}
 }
+
+// A unix-socket receiver works, and its peers bypass the whitelist, as in
+// Comet.
+func TestUnixSocketReceiver(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "receive.sock")
+	b := start(t, func(c *broker.Config) {
+		c.Receive = []endpoint.Endpoint{{Network: "unix", Address: sock}}
+		c.ReceiveWhitelist = []string{} // no TCP peer may submit
+	})
+	s := subscribe(t, b, vtptest.Comet)
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(replyTimeout))
+	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/unix#1")
+	if err := vtp.WriteFrame(conn, ev); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := vtp.NewFrameReader(conn, 0).ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := vtp.ParseTransport(reply); m == nil || m.Role != vtp.RoleAck {
+		t.Fatalf("over the unix socket: %s", reply)
+	}
+	if !s.WaitEvents(1, deliveryWait) || !bytes.Equal(s.Events()[0], ev) {
+		t.Fatal("event not relayed byte-identical")
+	}
+}
