@@ -1,4 +1,4 @@
-// Command comet is the VOEvent broker: receiver, broadcaster and (later)
+// Command comet is the VOEvent broker: receiver, broadcaster and
 // subscriber roles in one process over an embedded NATS JetStream bus, or
 // against an external NATS cluster with --nats.
 //
@@ -27,6 +27,7 @@ import (
 
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/voevent"
@@ -110,6 +111,7 @@ func run(args []string, stderr io.Writer) int {
 
 type options struct {
 	receive, broadcast      multiOpt
+	subscribe, filters      listValues
 	receivePort, castPort   int
 	localIVO                string
 	eventDB                 string
@@ -150,6 +152,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	for _, n := range []string{"broadcast", "b"} {
 		fs.Var(&o.broadcast, n, "serve subscribers; optional ENDPOINT (default tcp:8099); repeatable")
 	}
+	for _, n := range []string{"subscribe", "remote"} {
+		fs.Var(&o.subscribe, n, "subscribe to the broker at ENDPOINT (host, host:port, tcp:host:port, unix:PATH; default port 8099); repeatable")
+	}
+	fs.Var(&o.filters, "filter", "XPath filter sent to every upstream broker (checked at start-up); repeatable")
 	fs.IntVar(&o.receivePort, "receive-port", 8098, "port of the default receive endpoint (Comet 2012)")
 	fs.IntVar(&o.castPort, "broadcast-port", 8099, "port of the default broadcast endpoint (Comet 2012)")
 	fs.StringVar(&o.localIVO, "local-ivo", "", "this broker's IVOA identifier (required with --receive or --broadcast)")
@@ -253,13 +259,13 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		WriteTimeout:     o.writeTimeout,
 		Logger:           logger,
 	}
-	if !o.receive.set && !o.broadcast.set {
-		return cfg, usageError{"no services requested; stopping. Give --receive and/or --broadcast (see -h)"}
+	if !o.receive.set && !o.broadcast.set && len(o.subscribe) == 0 {
+		return cfg, usageError{"no services requested; stopping. Give --receive, --broadcast and/or --subscribe (see -h)"}
 	}
-	if o.localIVO == "" {
+	if o.localIVO == "" && (o.receive.set || o.broadcast.set) {
 		return cfg, usageError{"IVOA identifier required (--local-ivo)"}
 	}
-	if !voevent.ValidIVOID(o.localIVO) {
+	if o.localIVO != "" && !voevent.ValidIVOID(o.localIVO) {
 		return cfg, usageError{fmt.Sprintf("invalid IVOA identifier: %s; required format: ivo://authorityID/resourceKey#local_ID", o.localIVO)}
 	}
 	if o.testInterval < 0 {
@@ -278,6 +284,19 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if cfg.Broadcast, err = endpoints(o.broadcast, o.castPort); err != nil {
 		return cfg, err
 	}
+	for _, t := range o.subscribe {
+		ep, err := endpoint.ParseClient(t, 8099)
+		if err != nil {
+			return cfg, usageError{err.Error()}
+		}
+		cfg.Subscribe = append(cfg.Subscribe, ep)
+	}
+	for _, f := range o.filters {
+		if _, err := filter.Compile(f); err != nil {
+			return cfg, usageError{fmt.Sprintf("invalid XPath expression: %v", err)}
+		}
+	}
+	cfg.Filters = o.filters
 	if o.receiveWL.set {
 		cfg.ReceiveWhitelist = o.receiveWL.values()
 	}
@@ -331,6 +350,12 @@ func (l *listOpt) Set(v string) error {
 	return nil
 }
 func (l *listOpt) values() []string { return append([]string{}, l.vals...) }
+
+// listValues is a repeatable option, one value per occurrence.
+type listValues []string
+
+func (l *listValues) String() string     { return strings.Join(*l, " ") }
+func (l *listValues) Set(v string) error { *l = append(*l, v); return nil }
 
 // countOpt counts occurrences (-v -v).
 type countOpt int

@@ -28,6 +28,8 @@ import (
 type Config struct {
 	Receive   []endpoint.Endpoint // receiver listeners (authors)
 	Broadcast []endpoint.Endpoint // broadcaster listeners (subscribers)
+	Subscribe []endpoint.Endpoint // upstream brokers to subscribe to
+	Filters   []string            // XPath filters sent upstream (already checked)
 
 	LocalIVO string
 	Node     string // node name: bus headers and the egress consumer name
@@ -50,6 +52,11 @@ type Config struct {
 	MaxUnacked       int
 	WriteTimeout     time.Duration
 
+	// Upstream subscriptions; zero values take ingress's defaults.
+	SubscribeHealthyAfter time.Duration
+	SubscribeBackoff      func(n int) time.Duration
+	SubscribeInactivity   time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -66,13 +73,16 @@ type Broker struct {
 	listening   sync.WaitGroup // Serve loops: end when their listeners close
 	running     sync.WaitGroup // relay and timers: end when cancel is called
 	errs        chan error
+
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 // Start opens the bus, binds every listener (failing fast if one cannot be
 // bound) and starts serving.
 func Start(ctx context.Context, cfg Config) (*Broker, error) {
-	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 {
-		return nil, errors.New("no services requested: give --receive and/or --broadcast")
+	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 && len(cfg.Subscribe) == 0 {
+		return nil, errors.New("no services requested: give --receive, --broadcast and/or --subscribe")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -165,8 +175,23 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		}
 		b.serve(&b.running, func() error { return relay.Run(runCtx) }, nil)
 	}
+	for _, ep := range cfg.Subscribe {
+		sub := &ingress.Subscription{
+			Target:            ep,
+			Store:             b.bus,
+			LocalIVO:          cfg.LocalIVO,
+			Filters:           cfg.Filters,
+			Node:              cfg.Node,
+			Logger:            log.With("component", "subscriber"),
+			InactivityTimeout: cfg.SubscribeInactivity,
+			HealthyAfter:      cfg.SubscribeHealthyAfter,
+			MaxFrame:          cfg.MaxEventSize,
+			Backoff:           cfg.SubscribeBackoff,
+		}
+		b.serve(&b.running, func() error { sub.Run(runCtx); return nil }, nil)
+	}
 	log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
-		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "bus", b.bus.Describe())
+		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "bus", b.bus.Describe())
 	return b, nil
 }
 
@@ -218,7 +243,13 @@ func (b *Broker) Broadcaster() *egress.Broadcaster { return b.broadcaster }
 // Shutdown stops accepting submissions and subscribers, lets in-flight
 // submissions finish (ack or nak) until ctx ends, disconnects subscribers,
 // stops the relay and closes the bus, flushing it.
+// It is safe to call more than once; later calls return the first result.
 func (b *Broker) Shutdown(ctx context.Context) error {
+	b.shutdownOnce.Do(func() { b.shutdownErr = b.shutdown(ctx) })
+	return b.shutdownErr
+}
+
+func (b *Broker) shutdown(ctx context.Context) error {
 	var errs []error
 	if b.receiver != nil {
 		if err := b.receiver.Shutdown(ctx); err != nil {

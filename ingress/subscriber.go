@@ -1,0 +1,232 @@
+package ingress
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/voevent"
+	"github.com/comet-go/comet/vtp"
+)
+
+// Defaults for Subscription fields left zero.
+const (
+	// DefaultInactivityTimeout is Comet's: with no valid message from
+	// upstream for this long, the connection is dropped and remade.
+	DefaultInactivityTimeout = 120 * time.Second
+	// DefaultHealthyAfter is how long a connection must stay up before the
+	// reconnect back-off starts again from the beginning. Comet latest
+	// resets on every connect, so a broker that accepts and then drops
+	// connections makes it reconnect in a tight loop.
+	DefaultHealthyAfter = 30 * time.Second
+	// DefaultDialTimeout bounds one connection attempt.
+	DefaultDialTimeout = 20 * time.Second
+	// DefaultWriteTimeout bounds one reply to upstream.
+	DefaultWriteTimeout = 20 * time.Second
+	// MaxBackoff caps the pause between attempts (Comet latest: 60 s).
+	MaxBackoff = 60 * time.Second
+)
+
+// CometBackoff is Comet latest's delay before the nth consecutive attempt
+// (n >= 1): min(1.5^n, 60) seconds plus up to one second of jitter.
+func CometBackoff(n int) time.Duration {
+	d := time.Duration(math.Pow(1.5, float64(n)) * float64(time.Second))
+	if d > MaxBackoff || d <= 0 {
+		d = MaxBackoff
+	}
+	return d + time.Duration(rand.Int64N(int64(time.Second)))
+}
+
+// Subscription keeps one connection to an upstream broker's broadcaster
+// and feeds its events into the bus through the same check-and-store as
+// authored events (without the schema check, as Comet). It acknowledges
+// every event and never naks (spec/vtp.md §4.2).
+type Subscription struct {
+	Target   endpoint.Endpoint
+	Store    Store
+	LocalIVO string   // Response of replies; omitted when empty
+	Filters  []string // sent in every authenticate reply; checked by the caller
+	Node     string
+	Logger   *slog.Logger
+
+	InactivityTimeout time.Duration // 0 = DefaultInactivityTimeout
+	HealthyAfter      time.Duration // 0 = DefaultHealthyAfter
+	DialTimeout       time.Duration // 0 = DefaultDialTimeout
+	WriteTimeout      time.Duration // 0 = DefaultWriteTimeout
+	MaxFrame          int           // 0 = vtp.DefaultMaxFrame
+	// Backoff gives the pause before the nth consecutive attempt; nil =
+	// CometBackoff.
+	Backoff func(n int) time.Duration
+}
+
+// Run connects, serves and reconnects until ctx ends.
+func (s *Subscription) Run(ctx context.Context) {
+	log := s.logger().With("upstream", s.Target.String())
+	backoff := s.Backoff
+	if backoff == nil {
+		backoff = CometBackoff
+	}
+	failures := 0
+	for {
+		log.Info("connecting to upstream broker")
+		started := time.Now()
+		err := s.connectAndServe(ctx, log)
+		if ctx.Err() != nil {
+			log.Info("subscription stopped")
+			return
+		}
+		if time.Since(started) >= orDefault(s.HealthyAfter, DefaultHealthyAfter) {
+			failures = 0
+		}
+		failures++
+		delay := backoff(failures)
+		log.Warn("upstream connection lost; reconnecting", "err", err, "attempt", failures, "in", delay)
+		select {
+		case <-ctx.Done():
+			log.Info("subscription stopped")
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) error {
+	d := net.Dialer{Timeout: orDefault(s.DialTimeout, DefaultDialTimeout)}
+	conn, err := d.DialContext(ctx, s.Target.Network, s.Target.Address)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	log.Info("connected to upstream broker", "local", conn.LocalAddr().String())
+	// Closing the connection is how a cancelled ctx interrupts a read.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			conn.Close()
+		case <-stop:
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	inactivity := orDefault(s.InactivityTimeout, DefaultInactivityTimeout)
+	peer := conn.RemoteAddr().String()
+	fr := vtp.NewFrameReader(bufio.NewReader(conn), s.MaxFrame)
+	lastValid := time.Now()
+	for {
+		// The timer restarts only on messages that classify (Comet latest).
+		conn.SetReadDeadline(lastValid.Add(inactivity))
+		payload, err := fr.ReadFrame()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return errors.New("no message from upstream for " + inactivity.String())
+			}
+			if errors.Is(err, io.EOF) {
+				return errors.New("upstream closed the connection")
+			}
+			return err
+		}
+		info, err := voevent.Inspect(payload, voevent.Options{})
+		if err != nil {
+			log.Warn("unparsable message from upstream; ignored", "err", err, "bytes", len(payload))
+			continue
+		}
+		switch {
+		case voevent.IsTransportRole(info.Role):
+			lastValid = time.Now()
+			if err := s.answer(conn, payload, log); err != nil {
+				return err
+			}
+		case voevent.IsVOEventRole(info.Role):
+			lastValid = time.Now()
+			if !info.HasIVORN {
+				// Comet drops the connection here by accident; pygcn ignores
+				// the message, and so do we (spec/vtp.md §6).
+				log.Warn("event without ivorn from upstream; ignored")
+				continue
+			}
+			s.ingest(ctx, payload, info, peer, log)
+			if err := s.write(conn, vtp.Ack(info.IVORN, s.LocalIVO, time.Now())); err != nil {
+				return err
+			}
+		default:
+			log.Warn("incomprehensible message from upstream; ignored", "role", info.Role)
+		}
+	}
+}
+
+// ingest records and stores one upstream event. Whatever happens, the
+// caller acks: a subscriber never naks.
+func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent.Info, peer string, log *slog.Logger) {
+	log = log.With("ivorn", info.IVORN)
+	if !voevent.ValidIVOID(info.IVORN) {
+		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
+		return
+	}
+	ev := &bus.Event{
+		Payload:    payload,
+		SHA1:       bus.Digest(payload),
+		IVORN:      info.IVORN,
+		Role:       info.Role,
+		Author:     info.Author,
+		Origin:     bus.OriginUpstream,
+		Peer:       peer,
+		Node:       s.Node,
+		Signature:  bus.SignatureUnchecked,
+		ReceivedAt: time.Now(),
+	}
+	outcome, err := s.Store.Ingest(ctx, ev)
+	switch {
+	case err != nil:
+		log.Error("could not store event from upstream; acked, not relayed", "err", err)
+	case outcome == bus.Duplicate:
+		log.Debug("event from upstream previously seen; acked, not relayed")
+	default:
+		log.Info("event accepted from upstream", "sha1", ev.SHA1, "role", ev.Role)
+	}
+}
+
+// answer replies to iamalive and authenticate; receipts are only logged.
+func (s *Subscription) answer(conn net.Conn, payload []byte, log *slog.Logger) error {
+	msg, err := vtp.ParseTransport(payload)
+	if err != nil {
+		log.Warn("bad Transport message from upstream; ignored", "err", err)
+		return nil
+	}
+	now := time.Now()
+	switch msg.Role {
+	case vtp.RoleIAmAlive:
+		return s.write(conn, vtp.IAmAlive(msg.Origin, s.LocalIVO, now))
+	case vtp.RoleAuthenticate:
+		log.Info("authenticating to upstream", "filters", len(s.Filters))
+		return s.write(conn, vtp.AuthenticateReply(msg.Origin, s.LocalIVO, s.Filters, now))
+	default:
+		log.Debug("receipt from upstream ignored", "role", msg.Role, "origin", msg.Origin)
+		return nil
+	}
+}
+
+func (s *Subscription) write(conn net.Conn, msg []byte) error {
+	conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
+	return vtp.WriteFrame(conn, msg)
+}
+
+func (s *Subscription) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
