@@ -192,9 +192,13 @@ type Bus struct {
 
 	mu        sync.Mutex
 	consumers map[*Consumer]struct{}
+	stageSubs map[*stageSubscriber]struct{}
 	closed    bool
 	closeOnce sync.Once
 	closeErr  error
+
+	dlMu    sync.Mutex
+	dlReady bool // COMET_DEADLETTER provisioned
 }
 
 // conn is one NATS connection with its JetStream handles.
@@ -211,7 +215,8 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("bus: config: %w", err)
 	}
-	b := &Bus{cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}, opened: time.Now()}
+	b := &Bus{cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{},
+		stageSubs: map[*stageSubscriber]struct{}{}, opened: time.Now()}
 	if err := b.open(ctx); err != nil {
 		b.shutdown()
 		return nil, err
@@ -423,9 +428,16 @@ func (b *Bus) Close() error {
 		for c := range b.consumers {
 			cs = append(cs, c)
 		}
+		ss := make([]*stageSubscriber, 0, len(b.stageSubs))
+		for s := range b.stageSubs {
+			ss = append(ss, s)
+		}
 		b.mu.Unlock()
 		for _, c := range cs {
 			c.Stop()
+		}
+		for _, s := range ss {
+			s.stop() // events handed out stay unacked: handled again later
 		}
 		b.closeErr = b.shutdown()
 	})

@@ -27,4 +27,15 @@
 //     ingress processes.
 //   - Broadcasters consume through durable pull consumers whose names the
 //     caller chooses (one per egress node).
+//   - Event handlers (package stages) consume through durable pull
+//     consumers named stage-<stage> (filter comet.event.>), e.g.
+//     stage-print-event, stage-save-event, stage-cmd-<base>-<hash> for a
+//     --cmd. See [Bus.StageSubscriber].
+//   - Stream COMET_DEADLETTER (file storage, limits retention, 30 days,
+//     256 MiB) holds the events a stage gave up on, on the subject
+//     comet.deadletter.<stage>: the data is the event exactly as received,
+//     the headers are the event's Comet-* headers plus Watermill's
+//     poison-queue metadata: reason_poisoned (the last error),
+//     handler_poisoned (the stage), topic_poisoned and
+//     subscriber_poisoned. See [Bus.DeadLetterPublisher].
 package bus

@@ -20,6 +20,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
+	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 )
@@ -112,6 +114,11 @@ func run(args []string, stderr io.Writer) int {
 type options struct {
 	receive, broadcast      multiOpt
 	subscribe, filters      listValues
+	actions, commands       listValues
+	printEvent, saveEvent   bool
+	saveDir                 string
+	cmdTimeout              time.Duration
+	cmdPool, stageRetries   int
 	receivePort, castPort   int
 	localIVO                string
 	eventDB                 string
@@ -156,6 +163,14 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		fs.Var(&o.subscribe, n, "subscribe to the broker at ENDPOINT (host, host:port, tcp:host:port, unix:PATH; default port 8099); repeatable")
 	}
 	fs.Var(&o.filters, "filter", "XPath filter sent to every upstream broker (checked at start-up); repeatable")
+	fs.Var(&o.actions, "action", "enable a built-in handler by name: print-event, save-event (Comet 2012); repeatable")
+	fs.BoolVar(&o.printEvent, "print-event", false, "print every accepted event on standard output")
+	fs.BoolVar(&o.saveEvent, "save-event", false, "save every accepted event to a file in --save-event-directory")
+	fs.StringVar(&o.saveDir, "save-event-directory", "", "directory for --save-event (default: the working directory)")
+	fs.Var(&o.commands, "cmd", "run this executable for every accepted event, the event on its standard input; repeatable")
+	fs.DurationVar(&o.cmdTimeout, "cmd-timeout", stages.DefaultCmdTimeout, "longest one run of a --cmd may take; then it is killed and counts as failed")
+	fs.IntVar(&o.cmdPool, "cmd-pool", stages.DefaultCmdPool, "runs of one --cmd under way at once")
+	fs.IntVar(&o.stageRetries, "stage-retries", stages.DefaultMaxRetries, "retries of a failing handler, with growing pauses, before the event is dead-lettered (0: none)")
 	fs.IntVar(&o.receivePort, "receive-port", 8098, "port of the default receive endpoint (Comet 2012)")
 	fs.IntVar(&o.castPort, "broadcast-port", 8099, "port of the default broadcast endpoint (Comet 2012)")
 	fs.StringVar(&o.localIVO, "local-ivo", "", "this broker's IVOA identifier (required with --receive or --broadcast)")
@@ -259,8 +274,40 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		WriteTimeout:     o.writeTimeout,
 		Logger:           logger,
 	}
-	if !o.receive.set && !o.broadcast.set && len(o.subscribe) == 0 {
-		return cfg, usageError{"no services requested; stopping. Give --receive, --broadcast and/or --subscribe (see -h)"}
+	actions := append([]string(nil), o.actions...)
+	if o.printEvent {
+		actions = append(actions, stages.ActionPrintEvent)
+	}
+	if o.saveEvent {
+		actions = append(actions, stages.ActionSaveEvent)
+	}
+	for _, a := range actions {
+		if !slices.Contains(stages.KnownActions(), a) {
+			return cfg, usageError{fmt.Sprintf("unknown action %q; known actions: %s", a, strings.Join(stages.KnownActions(), ", "))}
+		}
+	}
+	handlers := len(actions) + len(o.commands)
+	roles := o.receive.set || o.broadcast.set || len(o.subscribe) > 0
+	if !roles && handlers == 0 {
+		return cfg, usageError{"no services requested; stopping. Give --receive, --broadcast, --subscribe and/or handlers (see -h)"}
+	}
+	if !roles && o.natsURL == "" {
+		return cfg, usageError{"handlers alone make a stage worker, which needs the bus of other processes: give --nats URL"}
+	}
+	if o.stageRetries < 0 || o.cmdPool < 1 || o.cmdTimeout <= 0 {
+		return cfg, usageError{"--stage-retries must be >= 0, --cmd-pool >= 1 and --cmd-timeout > 0"}
+	}
+	retries := o.stageRetries
+	if retries == 0 {
+		retries = -1 // stages.Config: negative means no retry
+	}
+	cfg.Stages = stages.Config{
+		Actions:    actions,
+		SaveDir:    o.saveDir,
+		Commands:   o.commands,
+		CmdTimeout: o.cmdTimeout,
+		CmdPool:    o.cmdPool,
+		MaxRetries: retries,
 	}
 	if o.localIVO == "" && (o.receive.set || o.broadcast.set) {
 		return cfg, usageError{"IVOA identifier required (--local-ivo)"}

@@ -19,6 +19,7 @@ import (
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/ingress"
+	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
 )
@@ -52,6 +53,10 @@ type Config struct {
 	MaxUnacked       int
 	WriteTimeout     time.Duration
 
+	// Stages are the event handlers (--action, --print-event, --save-event,
+	// --cmd), each a durable consumer of the bus.
+	Stages stages.Config
+
 	// Upstream subscriptions; zero values take ingress's defaults.
 	SubscribeHealthyAfter time.Duration
 	SubscribeBackoff      func(n int) time.Duration
@@ -65,6 +70,7 @@ type Broker struct {
 	cfg         Config
 	log         *slog.Logger
 	bus         *bus.Bus
+	stages      *stages.Runner
 	receiver    *ingress.Receiver
 	broadcaster *egress.Broadcaster
 	recvLns     []net.Listener
@@ -81,8 +87,9 @@ type Broker struct {
 // Start opens the bus, binds every listener (failing fast if one cannot be
 // bound) and starts serving.
 func Start(ctx context.Context, cfg Config) (*Broker, error) {
-	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 && len(cfg.Subscribe) == 0 {
-		return nil, errors.New("no services requested: give --receive, --broadcast and/or --subscribe")
+	handlers := len(cfg.Stages.Actions) + len(cfg.Stages.Commands) + len(cfg.Stages.Stages)
+	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 && len(cfg.Subscribe) == 0 && handlers == 0 {
+		return nil, errors.New("no services requested: give --receive, --broadcast, --subscribe and/or handlers")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -135,6 +142,19 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
+	if handlers > 0 {
+		scfg := cfg.Stages
+		if scfg.Logger == nil {
+			scfg.Logger = log.With("component", "stages")
+		}
+		b.stages, err = stages.Start(runCtx, b.bus, scfg)
+		if err != nil {
+			cancel()
+			b.bus.Close()
+			b.closeListeners()
+			return nil, err
+		}
+	}
 	if len(b.recvLns) > 0 {
 		b.receiver = &ingress.Receiver{
 			Store:     b.bus,
@@ -254,6 +274,13 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	if b.receiver != nil {
 		if err := b.receiver.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("receiver: %w", err))
+		}
+	}
+	// Stages stop next: an event they have not acked is handled again
+	// after the restart.
+	if b.stages != nil {
+		if err := b.stages.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stages: %w", err))
 		}
 	}
 	// Stop the relay and timers before dropping subscribers, so nothing is

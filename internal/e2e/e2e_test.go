@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"fmt"
 	"net"
 	"os"
@@ -91,7 +92,7 @@ func startComet(t *testing.T, eventdb string, p ports, extra ...string) *proc {
 		"--local-ivo", localIVO, "--eventdb", eventdb, "--node", "e2e",
 		"--broadcast-test-interval", "0",
 	}, extra...)
-	pr := &proc{cmd: exec.Command(filepath.Join(binDir, "comet"), args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	pr := &proc{cmd: execComet(args...), out: &syncBuffer{}, exited: make(chan struct{})}
 	pr.cmd.Stdout, pr.cmd.Stderr = pr.out, pr.out
 	if err := pr.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -126,6 +127,12 @@ func startComet(t *testing.T, eventdb string, p ports, extra ...string) *proc {
 	}
 	return pr
 }
+
+func execComet(args ...string) *exec.Cmd {
+	return exec.Command(filepath.Join(binDir, "comet"), args...)
+}
+
+func sha1hex(b []byte) string { return fmt.Sprintf("%x", sha1.Sum(b)) }
 
 func (p *proc) kill(t *testing.T) {
 	t.Helper()

@@ -1,0 +1,586 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the stages' part of the public contract (see the package
+// comment).
+const (
+	// StageDurablePrefix starts the durable consumer name of every stage:
+	// "stage-<name>".
+	StageDurablePrefix = "stage-"
+	// EventsTopic is the Watermill topic a stage subscriber serves: every
+	// event on the event stream.
+	EventsTopic = SubjectPrefix + ">"
+	// DeadLetterStream stores the events a stage gave up on.
+	DeadLetterStream = "COMET_DEADLETTER"
+	// DeadLetterPrefix starts the dead-letter subjects:
+	// comet.deadletter.<stage>.
+	DeadLetterPrefix = "comet.deadletter."
+)
+
+// Limits of the stage consumers and the dead-letter stream.
+const (
+	// DefaultStageAckWait is how long the server waits for a stage to ack
+	// an event before handing it out again, when StageOptions leaves it
+	// zero. It must cover one event's whole retry schedule; the stages
+	// package computes it from its timeouts and backoff.
+	DefaultStageAckWait = 10 * time.Minute
+	// DefaultStageMaxAckPending bounds the events a stage consumer has
+	// handed out and not seen acked, over every process consuming it. It
+	// is raised to StageOptions.Concurrency when that is larger.
+	DefaultStageMaxAckPending = 1024
+	// DefaultStageNakDelay is how long an event a stage could neither
+	// handle nor dead-letter waits before it is delivered again.
+	DefaultStageNakDelay = 30 * time.Second
+	// StageFetchWait is how long one pull request for a stage waits for
+	// events (a long poll); it bounds nothing a user sees, since Close
+	// cancels it.
+	StageFetchWait = 5 * time.Second
+	// StageCloseWait bounds how long closing a stage subscriber waits for
+	// the acks of events already handed to the router.
+	StageCloseWait = 10 * time.Second
+	// MaxDeadLetterRead caps what one DeadLetters call returns.
+	MaxDeadLetterRead = 10000
+
+	DefaultDeadLetterMaxAge   = 30 * 24 * time.Hour // how long dead letters are kept
+	DefaultDeadLetterMaxBytes = 256 << 20           // oldest dead letters go first beyond this
+)
+
+// StageOptions configures a stage subscriber. Zero values take the
+// defaults.
+type StageOptions struct {
+	// Concurrency is how many events the subscriber hands out at once
+	// (handed out and not yet acked or nacked): the stage's concurrency
+	// under Watermill's router, which handles each message in its own
+	// goroutine. Default 1 (events in stream order).
+	Concurrency int
+	// AckWait: see DefaultStageAckWait.
+	AckWait time.Duration
+	// NakDelay: see DefaultStageNakDelay.
+	NakDelay time.Duration
+}
+
+// StageSubscriber returns a Watermill subscriber backed by the durable pull
+// consumer "stage-<name>" on COMET_EVENTS (filter comet.event.>), created
+// now if missing. Like the broadcaster consumers, a new one starts with
+// the events stored since this Bus was opened; an existing one resumes
+// after its last ack, and if a previous run (a stop or a crash) left
+// events handed out but unacked, it is rewound to its ack floor so that
+// they come again at once rather than after AckWait (events above the
+// floor that were already acked come again too: stages are at least
+// once). AckWait and MaxAckPending of an existing consumer are updated to
+// the options: the consumer belongs to the stage.
+//
+// Several processes running the same stage on one bus share its consumer
+// and split the events between them; a process starting then rewinds the
+// others' unacked events, which they may handle twice.
+//
+// The subscriber serves one Subscribe at a time, on topic EventsTopic.
+// Each message carries the event bytes as payload, the event's SHA-1 as
+// UUID, and the message headers as metadata (Comet-Ivorn, Comet-Role,
+// Comet-Sha1, ...; see MessageEvent); its context is the Subscribe
+// context. Ack acknowledges the event on the bus (and waits for the
+// server to confirm); Nack hands it out again after NakDelay, or at once
+// (for the next run) once the subscription has ended.
+func (b *Bus) StageSubscriber(name string, opts StageOptions) (message.Subscriber, error) {
+	if err := checkStageName(name); err != nil {
+		return nil, err
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 1
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = DefaultStageAckWait
+	}
+	if opts.NakDelay <= 0 {
+		opts.NakDelay = DefaultStageNakDelay
+	}
+	s := &stageSubscriber{b: b, name: name, durable: StageDurablePrefix + name, opts: opts,
+		log: b.log.With("durable", StageDurablePrefix+name)}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
+	defer cancel()
+	cons, err := b.stageConsumer(ctx, s.durable, opts, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.cons = cons
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("bus: closed")
+	}
+	b.stageSubs[s] = struct{}{}
+	return s, nil
+}
+
+// checkStageName allows what is safe in a consumer name and a subject token.
+func checkStageName(name string) error {
+	if name == "" || len(name) > 200-len(StageDurablePrefix) {
+		return fmt.Errorf("bus: stage name %q: must be 1 to %d characters", name, 200-len(StageDurablePrefix))
+	}
+	for i := 0; i < len(name); i++ {
+		if !tokenSafe(name[i]) {
+			return fmt.Errorf("bus: stage name %q: only A-Z, a-z, 0-9, - and _ allowed", name)
+		}
+	}
+	return nil
+}
+
+func (b *Bus) stageConsumerConfig(name string, opts StageOptions, last uint64) jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		Durable:           name,
+		Description:       "Comet stage " + strings.TrimPrefix(name, StageDurablePrefix),
+		FilterSubject:     EventsTopic,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           opts.AckWait,
+		MaxDeliver:        -1, // the stage bounds its retries and dead-letters
+		MaxAckPending:     max(opts.Concurrency, DefaultStageMaxAckPending),
+		InactiveThreshold: b.cfg.InactiveThreshold,
+	}
+	if last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
+	} else {
+		start := b.opened
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	return cfg
+}
+
+// stageConsumer finds or creates a stage's durable (after stream sequence
+// last if last > 0), brings its AckWait and MaxAckPending up to date and
+// rewinds it to its ack floor if events are pending acks.
+func (b *Bus) stageConsumer(ctx context.Context, name string, opts StageOptions, last uint64) (jetstream.Consumer, error) {
+	js := b.conns[0].js
+	want := b.stageConsumerConfig(name, opts, last)
+	cons, err := js.Consumer(ctx, StreamName, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = js.CreateConsumer(ctx, StreamName, want)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			cons, err = js.Consumer(ctx, StreamName, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s: %w", name, err)
+	}
+	info := cons.CachedInfo()
+	have := info.Config
+	if have.DeliverSubject != "" || have.AckPolicy != jetstream.AckExplicitPolicy {
+		return nil, fmt.Errorf("bus: consumer %s exists but is not a pull consumer with explicit acks", name)
+	}
+	if have.FilterSubject != EventsTopic || len(have.FilterSubjects) > 0 {
+		return nil, fmt.Errorf("bus: consumer %s exists with filter %q, want %q; delete it", name,
+			append([]string{have.FilterSubject}, have.FilterSubjects...), EventsTopic)
+	}
+	if have.AckWait != want.AckWait || have.MaxAckPending != want.MaxAckPending {
+		upd := have
+		upd.AckWait, upd.MaxAckPending = want.AckWait, want.MaxAckPending
+		if cons, err = js.UpdateConsumer(ctx, StreamName, upd); err != nil {
+			return nil, fmt.Errorf("bus: updating consumer %s: %w", name, err)
+		}
+		b.log.Info("stage consumer updated", "durable", name, "ack_wait", upd.AckWait, "max_ack_pending", upd.MaxAckPending)
+	}
+	if info.NumAckPending > 0 {
+		if _, err := js.ResetConsumer(ctx, StreamName, name); err != nil {
+			b.log.Warn("could not rewind stage consumer to its ack floor; unacked events come back after AckWait",
+				"durable", name, "unacked", info.NumAckPending, "ack_wait", want.AckWait, "err", err)
+		} else {
+			b.log.Info("stage consumer rewound: events left unacked by the previous run are handled again",
+				"durable", name, "unacked", info.NumAckPending)
+		}
+	}
+	return cons, nil
+}
+
+// stageSubscriber implements message.Subscriber on a stage's durable.
+type stageSubscriber struct {
+	b       *Bus
+	name    string
+	durable string
+	opts    StageOptions
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	cons     jetstream.Consumer
+	cancel   context.CancelFunc // of the running subscription
+	loopDone chan struct{}      // closed when the fetch loop has ended
+	closed   bool
+	inflight sync.WaitGroup // ack goroutines of messages handed out
+	lastSeq  uint64         // highest stream sequence handed out (fetch loop only)
+}
+
+// Subscribe starts handing out the events on the returned channel, which
+// is closed when ctx ends or the subscriber is closed.
+func (s *stageSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if topic != EventsTopic {
+		return nil, fmt.Errorf("bus: stage %s: topic %q, want %q", s.name, topic, EventsTopic)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return nil, fmt.Errorf("bus: stage %s: subscriber closed", s.name)
+	case s.loopDone != nil:
+		return nil, fmt.Errorf("bus: stage %s: already subscribed", s.name)
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.loopDone = make(chan struct{})
+	out := make(chan *message.Message)
+	go s.run(ctx, out)
+	return out, nil
+}
+
+// Close stops handing out events and waits (at most StageCloseWait) until
+// the events already handed out have been acked or nacked.
+func (s *stageSubscriber) Close() error {
+	s.stop()
+	s.b.mu.Lock()
+	delete(s.b.stageSubs, s)
+	s.b.mu.Unlock()
+	waited := make(chan struct{})
+	go func() { s.inflight.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		return nil
+	case <-time.After(StageCloseWait):
+		return fmt.Errorf("bus: stage %s: events handed out still unacked after %v", s.name, StageCloseWait)
+	}
+}
+
+// stop ends the subscription and waits for its fetch loop.
+func (s *stageSubscriber) stop() {
+	s.mu.Lock()
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	done := s.loopDone
+	s.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// run pulls events while there are free slots and hands them out.
+func (s *stageSubscriber) run(ctx context.Context, out chan<- *message.Message) {
+	defer close(s.loopDone)
+	defer close(out)
+	slots := make(chan struct{}, s.opts.Concurrency)
+	backoff := 100 * time.Millisecond
+	for {
+		// Wait for one free slot, then take every free one.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < cap(slots) {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				break take
+			}
+		}
+		err := s.fetch(ctx, n, slots, out)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed) {
+			s.log.Warn("stage consumer stopped: bus connection closed")
+			return
+		}
+		s.log.Warn("stage consumer interrupted; restarting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+		// The consumer may have been deleted: find or recreate it, after
+		// the last event handed out.
+		rctx, cancel := context.WithTimeout(ctx, s.b.cfg.RequestTimeout)
+		cons, err := s.b.stageConsumer(rctx, s.durable, s.opts, s.lastSeq)
+		cancel()
+		if err != nil {
+			s.log.Warn("stage consumer restart failed", "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.cons = cons
+		s.mu.Unlock()
+	}
+}
+
+// fetch pulls up to n events (n slots taken) and hands them out; slots not
+// used are given back, used ones are given back once the event is acked
+// or nacked.
+func (s *stageSubscriber) fetch(ctx context.Context, n int, slots chan struct{}, out chan<- *message.Message) error {
+	used := 0
+	defer func() {
+		for ; used < n; used++ {
+			<-slots
+		}
+	}()
+	s.mu.Lock()
+	cons := s.cons
+	s.mu.Unlock()
+	fctx, cancel := context.WithTimeout(ctx, StageFetchWait)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		return err
+	}
+	for msg := range batch.Messages() {
+		wm := stageMessage(msg)
+		wm.SetContext(ctx)
+		select {
+		case out <- wm:
+			used++
+			if md, err := msg.Metadata(); err == nil && md.Sequence.Stream > s.lastSeq {
+				s.lastSeq = md.Sequence.Stream
+			}
+			s.inflight.Add(1)
+			go s.settle(ctx, msg, wm, slots)
+		case <-ctx.Done():
+			// Stopping: give it back for the next run.
+			_ = msg.Nak()
+		}
+	}
+	err = batch.Error()
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// settle waits for the router's verdict on one event and tells the server.
+func (s *stageSubscriber) settle(ctx context.Context, msg jetstream.Msg, wm *message.Message, slots chan struct{}) {
+	defer s.inflight.Done()
+	defer func() { <-slots }()
+	select {
+	case <-wm.Acked():
+		actx, cancel := context.WithTimeout(context.Background(), s.b.cfg.RequestTimeout)
+		defer cancel()
+		if err := msg.DoubleAck(actx); err != nil {
+			s.log.Warn("stage ack failed; the event will be handled again", "sha1", wm.UUID, "err", err)
+		}
+	case <-wm.Nacked():
+		var err error
+		if ctx.Err() != nil {
+			err = msg.Nak() // stopping: at once, for the next run
+		} else {
+			err = msg.NakWithDelay(s.opts.NakDelay)
+		}
+		if err != nil {
+			s.log.Warn("stage nak failed; the event comes back after AckWait", "sha1", wm.UUID, "err", err)
+		}
+	}
+}
+
+// stageMessage turns a stream message into a Watermill message. It never
+// fails: a repeated header keeps its first value, and an event without a
+// Comet-Sha1 header gets its digest as UUID.
+func stageMessage(msg jetstream.Msg) *message.Message {
+	h := msg.Headers()
+	id := h.Get(HeaderSHA1)
+	if id == "" {
+		id = Digest(msg.Data())
+	}
+	wm := message.NewMessage(id, msg.Data())
+	for k, v := range h {
+		if len(v) == 0 || strings.HasPrefix(k, "Nats-") {
+			continue // Nats-Msg-Id is the UUID; others are the server's
+		}
+		wm.Metadata.Set(k, v[0])
+	}
+	return wm
+}
+
+// MessageEvent decodes a message from a stage subscriber (or from the
+// dead-letter stream) into an Event; Payload is the message's payload.
+func MessageEvent(m *message.Message) Event {
+	md := m.Metadata
+	ev := Event{
+		Payload:   m.Payload,
+		SHA1:      md.Get(HeaderSHA1),
+		IVORN:     md.Get(HeaderIVORN),
+		Role:      md.Get(HeaderRole),
+		Author:    md.Get(HeaderAuthor),
+		Origin:    md.Get(HeaderOrigin),
+		Node:      md.Get(HeaderNode),
+		Peer:      md.Get(HeaderPeer),
+		Signature: md.Get(HeaderSignature),
+	}
+	if ev.SHA1 == "" {
+		ev.SHA1 = m.UUID
+	}
+	if t, err := time.Parse(time.RFC3339Nano, md.Get(HeaderReceivedAt)); err == nil {
+		ev.ReceivedAt = t
+	}
+	return ev
+}
+
+// DeadLetterSubject is the subject of a stage's dead letters:
+// comet.deadletter.<stage>.
+func DeadLetterSubject(stage string) string {
+	return DeadLetterPrefix + EscapeToken(stage)
+}
+
+// DeadLetterPublisher returns a Watermill publisher storing messages on
+// the COMET_DEADLETTER stream (provisioned now if missing, like the event
+// stream: an existing one with other settings is an error, never
+// rewritten). The topic is the subject, DeadLetterSubject(stage). The
+// payload is stored as it is and the metadata become headers (values kept
+// to one line of at most MaxHeaderValue bytes). Nats-Msg-Id is set to
+// "<subject>/<UUID>", so the same event dead-lettered twice by one stage
+// within the duplicate window is stored once. Publish returns once the
+// stream has stored every message. Close does nothing: the bus's
+// connections stay open.
+func (b *Bus) DeadLetterPublisher() (message.Publisher, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
+	defer cancel()
+	if err := b.provisionDeadLetter(ctx); err != nil {
+		return nil, err
+	}
+	return deadLetterPublisher{b}, nil
+}
+
+func (b *Bus) deadLetterConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              DeadLetterStream,
+		Description:       "Comet events a stage gave up on, payload = event bytes as received",
+		Subjects:          []string{DeadLetterPrefix + ">"},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		Storage:           jetstream.FileStorage,
+		MaxAge:            DefaultDeadLetterMaxAge,
+		MaxBytes:          DefaultDeadLetterMaxBytes,
+		MaxMsgs:           -1,
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        int32(b.cfg.msgLimit()),
+		Duplicates:        b.cfg.DupWindow,
+		Replicas:          b.cfg.Replicas,
+	}
+}
+
+func (b *Bus) provisionDeadLetter(ctx context.Context) error {
+	b.dlMu.Lock()
+	defer b.dlMu.Unlock()
+	if b.dlReady {
+		return nil
+	}
+	js := b.conns[0].js
+	want := b.deadLetterConfig()
+	s, err := js.Stream(ctx, DeadLetterStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, DeadLetterStream)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bus: provisioning stream %s: %w", DeadLetterStream, err)
+	}
+	if d := streamDiff(s.CachedInfo().Config, want); d != "" {
+		return fmt.Errorf("bus: stream %s exists with different settings (%s); change them or delete the stream", DeadLetterStream, d)
+	}
+	b.dlReady = true
+	return nil
+}
+
+type deadLetterPublisher struct{ b *Bus }
+
+func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) error {
+	rest, ok := strings.CutPrefix(topic, DeadLetterPrefix)
+	if !ok || rest == "" || strings.ContainsAny(rest, ".*> \t\r\n") {
+		return fmt.Errorf("bus: dead-letter topic %q is not %s<stage>", topic, DeadLetterPrefix)
+	}
+	for _, m := range msgs {
+		nm := &nats.Msg{Subject: topic, Data: m.Payload, Header: nats.Header{}}
+		for k, v := range m.Metadata {
+			if k == "" || strings.HasPrefix(k, "Nats-") || strings.ContainsAny(k, ": \t\r\n") {
+				continue
+			}
+			nm.Header.Set(k, headerValue(v))
+		}
+		nm.Header.Set(HeaderMsgID, headerValue(topic+"/"+m.UUID))
+		ctx, cancel := context.WithTimeout(context.Background(), p.b.cfg.RequestTimeout)
+		pa, err := p.b.pick().js.PublishMsg(ctx, nm)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("bus: dead-lettering %s on %s: %w", m.UUID, topic, err)
+		}
+		if pa.Stream != DeadLetterStream {
+			return fmt.Errorf("bus: dead letter %s stored in stream %s instead of %s: overlapping stream subjects",
+				m.UUID, pa.Stream, DeadLetterStream)
+		}
+	}
+	return nil
+}
+
+func (deadLetterPublisher) Close() error { return nil }
+
+// DeadLetters reads the dead letters of one stage ("" for every stage),
+// oldest first, at most MaxDeadLetterRead of them. Each message has the
+// payload and headers as stored (see DeadLetterPublisher; the reason is in
+// the "reason_poisoned" metadata set by Watermill's poison queue).
+func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]*message.Message, error) {
+	if err := b.provisionDeadLetter(ctx); err != nil {
+		return nil, err
+	}
+	filter := DeadLetterPrefix + ">"
+	if stage != "" {
+		filter = DeadLetterSubject(stage)
+	}
+	js := b.conns[0].js
+	cons, err := js.OrderedConsumer(ctx, DeadLetterStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)
+	}
+	var out []*message.Message
+	for len(out) < MaxDeadLetterRead {
+		batch, err := cons.FetchNoWait(min(256, MaxDeadLetterRead-len(out)))
+		if err != nil {
+			return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			h := msg.Headers()
+			wm := message.NewMessage(h.Get(HeaderSHA1), msg.Data())
+			for k, v := range h {
+				if len(v) > 0 {
+					wm.Metadata.Set(k, v[0])
+				}
+			}
+			out = append(out, wm)
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return out, nil
+}
