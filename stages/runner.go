@@ -95,7 +95,7 @@ func Start(ctx context.Context, src Source, cfg Config) (*Runner, error) {
 	if err != nil {
 		return fail(fmt.Errorf("stages: dead-letter publisher: %w", err))
 	}
-	wlog := watermill.NewSlogLoggerWithLevelMapping(log.With("component", "stages"),
+	wlog := watermill.NewSlogLoggerWithLevelMapping(log.With("via", "watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: RouterCloseTimeout}, wlog)
 	if err != nil {
