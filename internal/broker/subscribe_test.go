@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
+	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 )
 
@@ -26,14 +28,35 @@ func fastBackoff(n int) time.Duration {
 	return min(d, time.Second)
 }
 
+// recorder is a stage that keeps what it handles.
+type recorder struct {
+	mu     sync.Mutex
+	events [][]byte
+}
+
+func (r *recorder) Name() string { return "recorder" }
+func (r *recorder) Handle(_ context.Context, ev *stages.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev.Payload)
+	return nil
+}
+func (r *recorder) got() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.events...)
+}
+
 // A broker subscribed to another relays every event the upstream accepted,
-// byte-identical, to its own subscribers.
+// byte-identical, to its own subscribers and its stages.
 func TestSubscriberBrokerRelaysFromUpstreamBroker(t *testing.T) {
 	up := start(t, nil)
+	rec := &recorder{}
 	down := start(t, func(c *broker.Config) {
 		c.Receive = nil
 		c.Subscribe = []endpoint.Endpoint{tcp(castAddr(up))}
 		c.LocalIVO = "ivo://test.broker/downstream"
+		c.Stages.Stages = []stages.Stage{rec}
 	})
 	if !waitUntil(10*time.Second, func() bool { return up.Broadcaster().Subscribers() == 1 }) {
 		t.Fatal("downstream never subscribed")
@@ -51,6 +74,18 @@ func TestSubscriberBrokerRelaysFromUpstreamBroker(t *testing.T) {
 	for i, got := range s.Events() {
 		if !bytes.Equal(got, acked[i].Data) {
 			t.Errorf("%s not byte-identical after the hop", acked[i].Name)
+		}
+	}
+	if !waitUntil(deliveryWait, func() bool { return len(rec.got()) >= len(acked) }) {
+		t.Fatalf("downstream stage handled %d of %d", len(rec.got()), len(acked))
+	}
+	handled := map[string]bool{}
+	for _, p := range rec.got() {
+		handled[string(p)] = true
+	}
+	for _, smp := range acked {
+		if !handled[string(smp.Data)] {
+			t.Errorf("%s never reached the downstream stage byte-identical", smp.Name)
 		}
 	}
 	// The downstream broker acknowledged everything: nothing outstanding.
