@@ -356,7 +356,10 @@ func TestStartupErrors(t *testing.T) {
 		"bad network":   {[]string{"--receive", "--whitelist", "10.0.0.0/33", "--local-ivo", localIVO}, "invalid network"},
 		"port in use": {[]string{"--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", busyPort),
 			"--local-ivo", localIVO, "--eventdb", db}, "address already in use"},
-		"unknown flag": {[]string{"--bogus"}, "bogus"},
+		"unknown flag":   {[]string{"--bogus"}, "bogus"},
+		"bad filter":     {[]string{"--subscribe", "127.0.0.1", "--filter", "//Param["}, "invalid XPath expression"},
+		"unknown action": {[]string{"--receive", "--local-ivo", localIVO, "--action", "tweet"}, "known actions: print-event, save-event"},
+		"lone handler":   {[]string{"--cmd", "/bin/true"}, "--nats"},
 		"unusable eventdb": {[]string{"--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", freePort(t)),
 			"--local-ivo", localIVO, "--eventdb", filepath.Join(notADir, "db")}, "eventdb"},
 	}
