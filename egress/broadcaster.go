@@ -222,6 +222,10 @@ func (b *Broadcaster) add(conn net.Conn) {
 		done:  make(chan struct{}),
 	}
 	s.log = b.logger().With("subscriber", s.peer)
+	// Ask for filters at once, but never wait for the answer: pygcn never
+	// replies, and it must still receive every event. Queued before the
+	// subscriber is visible to ticks and broadcasts, so it always goes first.
+	s.queue <- vtp.Frame(vtp.AuthenticateRequest(b.LocalIVO, time.Now()))
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -233,9 +237,6 @@ func (b *Broadcaster) add(conn net.Conn) {
 	b.wg.Add(2)
 	b.mu.Unlock()
 	s.log.Info("subscriber connected")
-	// Ask for filters at once, but never wait for the answer: pygcn
-	// never replies, and it must still receive every event.
-	s.enqueue(vtp.Frame(vtp.AuthenticateRequest(b.LocalIVO, time.Now())))
 	go s.writeLoop()
 	go s.readLoop()
 }
