@@ -210,13 +210,21 @@ func (b *Bus) consumerConfig(name string, last uint64) jetstream.ConsumerConfig 
 		MaxAckPending:     b.cfg.MaxAckPending,
 		InactiveThreshold: b.cfg.InactiveThreshold,
 	}
+	b.startAfter(&cfg, last)
+	return cfg
+}
+
+// startAfter sets where a new durable starts: after stream sequence last
+// when a previous incarnation delivered up to it, else at the time the bus
+// was opened, so that a brand-new consumer neither replays the stream's
+// history nor misses what was accepted since Open.
+func (b *Bus) startAfter(cfg *jetstream.ConsumerConfig, last uint64) {
 	if last > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
-	} else {
-		start := b.opened
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+		return
 	}
-	return cfg
+	start := b.opened
+	cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 }
 
 // Pending is how many stored events the durable has not acked yet (not yet

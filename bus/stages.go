@@ -149,12 +149,7 @@ func (b *Bus) stageConsumerConfig(name string, opts StageOptions, last uint64) j
 		MaxAckPending:     max(opts.Concurrency, DefaultStageMaxAckPending),
 		InactiveThreshold: b.cfg.InactiveThreshold,
 	}
-	if last > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
-	} else {
-		start := b.opened
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
+	b.startAfter(&cfg, last)
 	return cfg
 }
 

@@ -172,18 +172,7 @@ func (r *Receiver) handle(conn net.Conn) {
 		reject(info.SchemaErr.Error())
 		return
 	}
-	ev := &bus.Event{
-		Payload:    payload,
-		SHA1:       bus.Digest(payload),
-		IVORN:      info.IVORN,
-		Role:       info.Role,
-		Author:     info.Author,
-		Origin:     bus.OriginAuthor,
-		Peer:       peer,
-		Node:       r.Node,
-		Signature:  bus.SignatureUnchecked,
-		ReceivedAt: receivedAt,
-	}
+	ev := newEvent(payload, info, bus.OriginAuthor, peer, r.Node, receivedAt)
 	ctx, cancel := context.WithDeadline(context.Background(), receivedAt.Add(timeout))
 	outcome, err := r.Store.Ingest(ctx, ev)
 	cancel()
@@ -252,4 +241,20 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// newEvent is an accepted payload as the bus stores it.
+func newEvent(payload []byte, info *voevent.Info, origin, peer, node string, at time.Time) *bus.Event {
+	return &bus.Event{
+		Payload:    payload,
+		SHA1:       bus.Digest(payload),
+		IVORN:      info.IVORN,
+		Role:       info.Role,
+		Author:     info.Author,
+		Origin:     origin,
+		Peer:       peer,
+		Node:       node,
+		Signature:  bus.SignatureUnchecked,
+		ReceivedAt: at,
+	}
 }

@@ -176,18 +176,7 @@ func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent
 		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
 		return
 	}
-	ev := &bus.Event{
-		Payload:    payload,
-		SHA1:       bus.Digest(payload),
-		IVORN:      info.IVORN,
-		Role:       info.Role,
-		Author:     info.Author,
-		Origin:     bus.OriginUpstream,
-		Peer:       peer,
-		Node:       s.Node,
-		Signature:  bus.SignatureUnchecked,
-		ReceivedAt: time.Now(),
-	}
+	ev := newEvent(payload, info, bus.OriginUpstream, peer, s.Node, time.Now())
 	outcome, err := s.Store.Ingest(ctx, ev)
 	switch {
 	case err != nil:
