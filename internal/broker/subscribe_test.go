@@ -140,11 +140,13 @@ func TestSubscriberAgainstScriptedUpstreams(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer up.Close()
+			rec := &recorder{}
 			down := start(t, func(c *broker.Config) {
 				c.Receive = nil
 				c.Subscribe = []endpoint.Endpoint{tcp(up.Addr())}
 				c.Filters = []string{`//Param`}
 				c.LocalIVO = "ivo://test.broker/downstream"
+				c.Stages.Stages = []stages.Stage{rec}
 			})
 			s := subscribe(t, down, vtptest.Comet)
 			if !up.WaitFor(10*time.Second, func(u *vtptest.Upstream) bool { return u.Connected() == 1 }) {
@@ -188,6 +190,13 @@ func TestSubscriberAgainstScriptedUpstreams(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 			if got := s.Events(); len(got) != 3 || !bytes.Equal(got[0], gbm) || !bytes.Equal(got[1], kill) || !bytes.Equal(got[2], noNS) {
 				t.Fatalf("relayed %q, want the three distinct events once each", s.IVORNs())
+			}
+			if !waitUntil(deliveryWait, func() bool { return len(rec.got()) >= 3 }) {
+				t.Fatalf("stage handled %d events, want 3", len(rec.got()))
+			}
+			time.Sleep(200 * time.Millisecond)
+			if got := rec.got(); len(got) != 3 || !bytes.Equal(got[0], gbm) || !bytes.Equal(got[1], kill) || !bytes.Equal(got[2], noNS) {
+				t.Fatalf("stage handled %d events, want the three distinct events once each", len(got))
 			}
 		})
 	}
