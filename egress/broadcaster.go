@@ -59,6 +59,7 @@ type Broadcaster struct {
 	MaxInFlight      int           // 0 = DefaultMaxInFlight
 	WriteTimeout     time.Duration // 0 = DefaultWriteTimeout
 	MaxFrame         int           // 0 = vtp.DefaultMaxFrame
+	Limits           accept.Limits // open connections per listener; zero = unlimited
 
 	initOnce sync.Once
 	filters  *filter.Cache
@@ -97,7 +98,7 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 	b.mu.Unlock()
 	log := b.logger().With("listener", ln.Addr().String())
 	log.Info("broadcasting events")
-	if err := accept.Loop(ln, b.Whitelist, log, b.isClosed, b.add); err != nil {
+	if err := accept.Loop(ln, b.Whitelist, b.Limits, log, b.isClosed, b.add); err != nil {
 		return err
 	}
 	return ErrServerClosed

@@ -53,6 +53,7 @@ type Receiver struct {
 	Whitelist *whitelist.List // nil allows everyone
 	Logger    *slog.Logger
 
+	Limits        accept.Limits // open connections per listener; zero = unlimited
 	Timeout       time.Duration // per connection; 0 = DefaultReceiveTimeout
 	LingerTimeout time.Duration // 0 = DefaultLingerTimeout
 	MaxFrame      int           // 0 = vtp.DefaultMaxFrame
@@ -76,7 +77,7 @@ func (r *Receiver) Serve(ln net.Listener) error {
 	defer r.untrack(ln)
 	log := r.logger().With("listener", ln.Addr().String())
 	log.Info("receiving events")
-	err := accept.Loop(ln, r.Whitelist, log, r.closing, func(conn net.Conn) {
+	err := accept.Loop(ln, r.Whitelist, r.Limits, log, r.closing, func(conn net.Conn) {
 		r.conns.Add(1)
 		go func() {
 			defer r.conns.Done()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 )
@@ -124,4 +125,24 @@ func (l *List) Allows(addr net.Addr) bool {
 		}
 	}
 	return false
+}
+
+// ReadFile reads networks from a file: any number per line, separated by
+// spaces or commas; '#' starts a comment. Each network is checked.
+func ReadFile(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		for _, f := range strings.Fields(strings.ReplaceAll(line, ",", " ")) {
+			if _, err := ParseNetwork(f); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
+			}
+			out = append(out, f)
+		}
+	}
+	return out, nil
 }

@@ -2,6 +2,9 @@ package whitelist
 
 import (
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -81,4 +84,17 @@ func FuzzParseNetwork(f *testing.F) {
 			t.Fatalf("%q gave invalid prefix", s)
 		}
 	})
+}
+
+func TestReadFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "wl")
+	os.WriteFile(p, []byte("# authors\n127.0.0.1/32 10.0.0.0/255.0.0.0\n\n192.168.0.0/16, ::1 # lab\n"), 0o644)
+	got, err := ReadFile(p)
+	if err != nil || strings.Join(got, " ") != "127.0.0.1/32 10.0.0.0/255.0.0.0 192.168.0.0/16 ::1" {
+		t.Fatalf("%q %v", got, err)
+	}
+	os.WriteFile(p, []byte("127.0.0.1/32\nbogus\n"), 0o644)
+	if _, err := ReadFile(p); err == nil || !strings.Contains(err.Error(), ":2:") {
+		t.Fatalf("bad line not reported with its number: %v", err)
+	}
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
+	"github.com/comet-go/comet/whitelist"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -42,6 +43,14 @@ var version = "0.1.0-dev"
 // DefaultShutdownTimeout bounds how long SIGTERM waits for in-flight
 // submissions before the process exits anyway.
 const DefaultShutdownTimeout = 30 * time.Second
+
+// Connection limits per listener (--max-connections,
+// --max-connections-per-peer): far above what real authors and subscribers
+// use, low enough that one source cannot take every file descriptor.
+const (
+	DefaultMaxConns        = 8192
+	DefaultMaxConnsPerPeer = 256
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
@@ -94,13 +103,31 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "comet: %v\n", err)
 		return 2
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	status := 0
-	select {
-	case <-ctx.Done():
-		logger.Info("signal received; shutting down", "timeout", opts.shutdownTimeout)
-	case err := <-b.Err():
-		logger.Error("fatal service error; shutting down", "err", err)
-		status = 1
+wait:
+	for {
+		select {
+		case <-hup:
+			// Reload the whitelists: the command-line networks plus the
+			// files as they are now. A bad file keeps the current lists.
+			recv, cast, err := opts.whitelists()
+			if err == nil {
+				err = b.Reload(recv, cast)
+			}
+			if err != nil {
+				logger.Error("SIGHUP: whitelists not reloaded", "err", err)
+			}
+		case <-ctx.Done():
+			logger.Info("signal received; shutting down", "timeout", opts.shutdownTimeout)
+			break wait
+		case err := <-b.Err():
+			logger.Error("fatal service error; shutting down", "err", err)
+			status = 1
+			break wait
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), opts.shutdownTimeout)
 	defer cancel()
@@ -112,30 +139,32 @@ func run(args []string, stderr io.Writer) int {
 }
 
 type options struct {
-	receive, broadcast      multiOpt
-	subscribe, filters      listValues
-	actions, commands       listValues
-	printEvent, saveEvent   bool
-	saveDir                 string
-	cmdTimeout              time.Duration
-	cmdPool, stageRetries   int
-	receivePort, castPort   int
-	localIVO                string
-	eventDB                 string
-	receiveWL, broadcastWL  listOpt
-	testInterval            int
-	verbose, quiet          int
-	natsURL, natsListen     string
-	node                    string
-	maxEventSize            int
-	receiveTimeout          time.Duration
-	iamaliveInterval        time.Duration
-	grace                   time.Duration
-	queueLen, maxUnacked    int
-	writeTimeout            time.Duration
-	shutdownTimeout         time.Duration
-	syncAlways, showVersion bool
-	debugAddr               string
+	receive, broadcast        multiOpt
+	subscribe, filters        listValues
+	actions, commands         listValues
+	printEvent, saveEvent     bool
+	saveDir                   string
+	cmdTimeout                time.Duration
+	cmdPool, stageRetries     int
+	receivePort, castPort     int
+	localIVO                  string
+	eventDB                   string
+	receiveWL, broadcastWL    listOpt
+	testInterval              int
+	verbose, quiet            int
+	natsURL, natsListen       string
+	node                      string
+	maxEventSize              int
+	receiveTimeout            time.Duration
+	iamaliveInterval          time.Duration
+	grace                     time.Duration
+	queueLen, maxUnacked      int
+	writeTimeout              time.Duration
+	shutdownTimeout           time.Duration
+	syncAlways, showVersion   bool
+	debugAddr                 string
+	maxConns, maxPerPeer      int
+	receiveWLFile, castWLFile string
 }
 
 // Options that take an optional value (argparse nargs='?') and options
@@ -181,6 +210,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	for _, n := range []string{"broadcast-whitelist", "subscriber-whitelist"} {
 		fs.Var(&o.broadcastWL, n, "networks allowed to subscribe; zero or more values; default everyone")
 	}
+	fs.StringVar(&o.receiveWLFile, "whitelist-file", "", "file of networks allowed to submit (one or more per line, # comments), added to --whitelist; re-read on SIGHUP")
+	fs.StringVar(&o.castWLFile, "broadcast-whitelist-file", "", "file of networks allowed to subscribe, added to --broadcast-whitelist; re-read on SIGHUP")
+	fs.IntVar(&o.maxConns, "max-connections", DefaultMaxConns, "open connections per listener; more are closed at accept (0: no limit)")
+	fs.IntVar(&o.maxPerPeer, "max-connections-per-peer", DefaultMaxConnsPerPeer, "open connections per listener from one source address (0: no limit)")
 	fs.IntVar(&o.testInterval, "broadcast-test-interval", 3600, "seconds between test events sent to subscribers; 0 disables")
 	fs.Var((*countOpt)(&o.verbose), "v", "more logging (repeatable)")
 	fs.Var((*countOpt)(&o.verbose), "verbose", "more logging (repeatable)")
@@ -344,13 +377,39 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		}
 	}
 	cfg.Filters = o.filters
-	if o.receiveWL.set {
-		cfg.ReceiveWhitelist = o.receiveWL.values()
+	if o.maxConns < 0 || o.maxPerPeer < 0 {
+		return cfg, usageError{"--max-connections and --max-connections-per-peer must be >= 0"}
 	}
-	if o.broadcastWL.set {
-		cfg.BroadcastWhitelist = o.broadcastWL.values()
+	cfg.MaxConns, cfg.MaxConnsPerPeer = o.maxConns, o.maxPerPeer
+	var err2 error
+	if cfg.ReceiveWhitelist, cfg.BroadcastWhitelist, err2 = o.whitelists(); err2 != nil {
+		return cfg, usageError{err2.Error()}
 	}
 	return cfg, nil
+}
+
+// whitelists combines the command-line networks with the whitelist files,
+// read now; nil means the default (everyone).
+func (o *options) whitelists() (receive, broadcast []string, err error) {
+	combine := func(l listOpt, file string) ([]string, error) {
+		if !l.set && file == "" {
+			return nil, nil
+		}
+		nets := l.values()
+		if file != "" {
+			more, err := whitelist.ReadFile(file)
+			if err != nil {
+				return nil, err
+			}
+			nets = append(nets, more...)
+		}
+		return nets, nil
+	}
+	if receive, err = combine(o.receiveWL, o.receiveWLFile); err != nil {
+		return nil, nil, err
+	}
+	broadcast, err = combine(o.broadcastWL, o.castWLFile)
+	return receive, broadcast, err
 }
 
 func endpoints(m multiOpt, defaultPort int) ([]endpoint.Endpoint, error) {

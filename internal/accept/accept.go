@@ -18,10 +18,12 @@ import (
 const MaxBackoff = time.Second
 
 // Loop accepts connections on ln and hands each allowed one to handle (which
-// must not block: start a goroutine). It returns nil once closing reports
-// true after an accept error (the owner closed the listener), or the
-// first permanent error.
-func Loop(ln net.Listener, allow *whitelist.List, log *slog.Logger, closing func() bool, handle func(net.Conn)) error {
+// must not block: start a goroutine, and close the connection when done, which
+// frees its slot under limits). It returns nil once closing reports true
+// after an accept error (the owner closed the listener), or the first
+// permanent error.
+func Loop(ln net.Listener, allow *whitelist.List, limits Limits, log *slog.Logger, closing func() bool, handle func(net.Conn)) error {
+	lim := newLimiter(limits)
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -43,7 +45,13 @@ func Loop(ln net.Listener, allow *whitelist.List, log *slog.Logger, closing func
 			conn.Close()
 			continue
 		}
-		handle(conn)
+		release, refused := lim.acquire(conn.RemoteAddr())
+		if refused != "" {
+			log.Warn("connection refused: "+refused, "peer", conn.RemoteAddr().String())
+			conn.Close()
+			continue
+		}
+		handle(&limitedConn{Conn: conn, release: release})
 	}
 }
 

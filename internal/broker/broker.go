@@ -19,6 +19,7 @@ import (
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/ingress"
+	"github.com/comet-go/comet/internal/accept"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -42,6 +43,8 @@ type Config struct {
 	SyncAlways bool   // fsync every bus write (survives power loss, slower)
 
 	MaxEventSize       int      // largest frame accepted and relayed
+	MaxConns           int      // open connections per listener; 0 = unlimited
+	MaxConnsPerPeer    int      // open connections per listener from one source address; 0 = unlimited
 	ReceiveWhitelist   []string // nil = whitelist.Default
 	BroadcastWhitelist []string // nil = whitelist.Default
 
@@ -73,6 +76,8 @@ type Broker struct {
 	stages      *stages.Runner
 	receiver    *ingress.Receiver
 	broadcaster *egress.Broadcaster
+	recvWL      *whitelist.List
+	castWL      *whitelist.List
 	recvLns     []net.Listener
 	castLns     []net.Listener
 	cancel      context.CancelFunc
@@ -106,7 +111,8 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broadcast whitelist: %w", err)
 	}
-	b := &Broker{cfg: cfg, log: log, errs: make(chan error, 8)}
+	b := &Broker{cfg: cfg, log: log, errs: make(chan error, 8), recvWL: recvWL, castWL: castWL}
+	limits := accept.Limits{MaxConns: cfg.MaxConns, MaxConnsPerPeer: cfg.MaxConnsPerPeer}
 
 	// Listeners first: a port in use should fail before the bus is touched.
 	for _, ep := range cfg.Receive {
@@ -161,6 +167,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			LocalIVO:  cfg.LocalIVO,
 			Node:      cfg.Node,
 			Whitelist: recvWL,
+			Limits:    limits,
 			Logger:    log.With("component", "receiver"),
 			Timeout:   cfg.ReceiveTimeout,
 			MaxFrame:  cfg.MaxEventSize,
@@ -173,6 +180,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		b.broadcaster = &egress.Broadcaster{
 			LocalIVO:         cfg.LocalIVO,
 			Whitelist:        castWL,
+			Limits:           limits,
 			Logger:           log.With("component", "broadcaster"),
 			Version:          cfg.Version,
 			IAmAliveInterval: cfg.IAmAliveInterval,
@@ -246,6 +254,28 @@ func (b *Broker) serve(wg *sync.WaitGroup, run func() error, closed error) {
 
 // Err delivers the first fatal error of a running service.
 func (b *Broker) Err() <-chan error { return b.errs }
+
+// Reload replaces both whitelists (nil means the default, everyone) for
+// connections accepted from now on; on error neither changes.
+func (b *Broker) Reload(receive, broadcast []string) error {
+	if receive == nil {
+		receive = whitelist.Default
+	}
+	if broadcast == nil {
+		broadcast = whitelist.Default
+	}
+	// Validate both before changing either.
+	if _, err := whitelist.New(receive); err != nil {
+		return fmt.Errorf("receive whitelist: %w", err)
+	}
+	if _, err := whitelist.New(broadcast); err != nil {
+		return fmt.Errorf("broadcast whitelist: %w", err)
+	}
+	b.recvWL.Set(receive)
+	b.castWL.Set(broadcast)
+	b.log.Info("whitelists reloaded", "receive", b.recvWL.Networks(), "broadcast", b.castWL.Networks())
+	return nil
+}
 
 // ReceiveAddrs are the bound receiver addresses (useful with port 0).
 func (b *Broker) ReceiveAddrs() []net.Addr { return addrList(b.recvLns) }

@@ -559,3 +559,58 @@ func TestUnixSocketReceiver(t *testing.T) {
 		t.Fatal("event not relayed byte-identical")
 	}
 }
+
+// Connection limits: past the per-source limit a peer's connection is
+// closed at accept while other sources are served; past the listener's
+// limit everyone waits for a slot; a closed connection frees its slot.
+func TestConnectionLimits(t *testing.T) {
+	b := start(t, func(c *broker.Config) { c.MaxConns = 6; c.MaxConnsPerPeer = 4; c.ReceiveTimeout = 20 * time.Second })
+	dialFrom := func(ip string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp", recvAddr(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	refused := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	var silent []net.Conn
+	for range 4 {
+		silent = append(silent, dialFrom("127.0.0.1"))
+	}
+	time.Sleep(100 * time.Millisecond) // accepted and counted
+	if !refused(dialFrom("127.0.0.1")) {
+		t.Fatal("a fifth connection from 127.0.0.1 was accepted")
+	}
+	other := &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
+	if m, err := vtptest.SubmitFrom(other, recvAddr(b), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/limits#1"), replyTimeout); err != nil || m == nil || m.Role != vtp.RoleAck {
+		t.Fatalf("another source must still be served: %+v %v", m, err)
+	}
+	time.Sleep(200 * time.Millisecond) // its handler ends after the author closes
+	silent = append(silent, dialFrom("127.0.0.3"), dialFrom("127.0.0.3"))
+	time.Sleep(100 * time.Millisecond)
+	if !refused(dialFrom("127.0.0.4")) {
+		t.Fatal("a seventh connection was accepted past the listener's limit of 6")
+	}
+	silent[0].Close()
+	time.Sleep(100 * time.Millisecond) // the broker sees the close and frees the slot
+	// The slot is freed when the broker's handler ends, which for a silent
+	// connection is at EOF: the author can now be served.
+	var m *vtp.Message
+	var err error
+	for range 20 {
+		m, err = vtptest.SubmitFrom(other, recvAddr(b), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/limits#2"), replyTimeout)
+		if m != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || m == nil || m.Role != vtp.RoleAck {
+		t.Fatalf("slot not freed after a close: %+v %v", m, err)
+	}
+}

@@ -420,3 +420,40 @@ func TestSendVO(t *testing.T) {
 		t.Fatalf("bad usage: exit %d: %s", code, out)
 	}
 }
+
+// SIGHUP re-reads the whitelist files: a peer refused before is served
+// after, without a restart; a bad file keeps the current lists.
+func TestSIGHUPReloadsWhitelists(t *testing.T) {
+	wl := filepath.Join(t.TempDir(), "authors")
+	os.WriteFile(wl, []byte("# nobody local yet\n127.0.0.2/32\n"), 0o644)
+	db, p := t.TempDir(), newPorts(t)
+	c := startComet(t, db, p, "--whitelist-file", wl)
+	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/e2e#hup")
+	if m := submit(t, p.recvAddr(), ev); m != nil {
+		t.Fatalf("127.0.0.1 not in the whitelist but got %+v", m)
+	}
+	os.WriteFile(wl, []byte("127.0.0.0/8\n"), 0o644)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(c.out.String(), "whitelists reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", c.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := submit(t, p.recvAddr(), ev); m == nil || m.Role != vtp.RoleAck {
+		t.Fatalf("after SIGHUP: %+v", m)
+	}
+	os.WriteFile(wl, []byte("bogus\n"), 0o644)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	for !strings.Contains(c.out.String(), "whitelists not reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("bad file not reported:\n%s", c.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ev2 := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/e2e#hup-2")
+	if m := submit(t, p.recvAddr(), ev2); m == nil || m.Role != vtp.RoleAck {
+		t.Fatalf("a bad file must keep the current lists: %+v", m)
+	}
+}
