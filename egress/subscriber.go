@@ -211,12 +211,23 @@ func (s *subscriber) readLoop() {
 
 // setFilters replaces the filter list (spec/filtering.md §1): a filter that
 // does not compile is logged and skipped; none left means everything.
+// A filter too costly to run on every event (affordable) or past
+// MaxFiltersPerSubscriber is dropped the same way.
 func (s *subscriber) setFilters(exprs []string) {
-	fs := make([]*filter.Filter, 0, len(exprs))
+	fs := make([]*filter.Filter, 0, min(len(exprs), MaxFiltersPerSubscriber))
 	for _, e := range exprs {
+		if len(fs) == MaxFiltersPerSubscriber {
+			s.log.Warn("filter dropped: too many filters", "limit", MaxFiltersPerSubscriber, "filter", e)
+			continue
+		}
 		f, err := s.b.filters.Compile(e)
 		if err != nil {
 			s.log.Warn("filter dropped", "err", err)
+			continue
+		}
+		if steps, ok := affordable(f); !ok {
+			s.log.Warn("filter dropped: too costly to evaluate on every event", "filter", e,
+				"budget", FilterProbeSteps, "steps", steps)
 			continue
 		}
 		fs = append(fs, f)

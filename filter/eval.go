@@ -51,6 +51,7 @@ func (e *evalError) Error() string { return e.msg }
 type evaluator struct {
 	d     *Doc
 	steps int
+	limit int       // MaxEvalSteps unless a caller asks for less
 	arena []int32   // node-sets are carved from it
 	bufs  [][]int32 // free scratch buffers
 }
@@ -59,7 +60,7 @@ var evaluators = sync.Pool{New: func() any { return new(evaluator) }}
 
 func getEvaluator(d *Doc) *evaluator {
 	ev := evaluators.Get().(*evaluator)
-	ev.d, ev.steps = d, 0
+	ev.d, ev.steps, ev.limit = d, 0, MaxEvalSteps
 	return ev
 }
 
@@ -125,10 +126,12 @@ type ctx struct {
 
 func (ev *evaluator) fail(msg string) { panic(&evalError{msg}) }
 
+const stepLimitMsg = "evaluation step limit exceeded"
+
 func (ev *evaluator) tick(n int) {
 	ev.steps += n
-	if ev.steps > MaxEvalSteps {
-		ev.fail("evaluation step limit exceeded")
+	if ev.steps > ev.limit {
+		ev.fail(stepLimitMsg)
 	}
 }
 

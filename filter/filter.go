@@ -126,8 +126,26 @@ func (d *Doc) evaluate(f *Filter) (v value, err error) {
 			err = ee
 		}
 	}()
-	ev := &evaluator{d: d}
+	ev := &evaluator{d: d, limit: MaxEvalSteps}
 	return ev.run(f.root), nil
+}
+
+// Steps evaluates f on d afresh (not memoized) with a budget of limit
+// steps and reports the steps used; within is false if the budget ran out.
+// A broadcaster uses it to refuse filters too costly to run on every event.
+func (f *Filter) Steps(d *Doc, limit int) (steps int, within bool) {
+	ev := &evaluator{d: d, limit: min(limit, MaxEvalSteps)}
+	defer func() {
+		if r := recover(); r != nil {
+			ee, ok := r.(*evalError)
+			if !ok {
+				panic(r)
+			}
+			steps, within = ev.steps, ee.msg != stepLimitMsg
+		}
+	}()
+	ev.run(f.root)
+	return ev.steps, true
 }
 
 // truthy is Comet's test of the result, Python's truth value of what lxml
