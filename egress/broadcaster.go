@@ -40,6 +40,9 @@ const (
 	DefaultMaxInFlight = 1024
 	// DefaultWriteTimeout bounds one write to a subscriber's socket.
 	DefaultWriteTimeout = 30 * time.Second
+	// MaxBadMessages: a subscriber that sends this many unparsable or
+	// non-Transport messages in a row is dropped.
+	MaxBadMessages = 32
 	// DefaultFilterCacheSize bounds the number of distinct compiled filters.
 	DefaultFilterCacheSize = 4096
 )

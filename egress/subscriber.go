@@ -171,6 +171,7 @@ func (s *subscriber) writeLoop() {
 func (s *subscriber) readLoop() {
 	defer s.b.wg.Done()
 	fr := vtp.NewFrameReader(bufio.NewReader(s.conn), s.b.MaxFrame)
+	bad := 0 // consecutive messages that were not Transport messages
 	for {
 		payload, err := fr.ReadFrame()
 		if err != nil {
@@ -186,6 +187,12 @@ func (s *subscriber) readLoop() {
 		}
 		msg, err := vtp.ParseTransport(payload)
 		if err != nil {
+			// Ignored, as Comet does; but a peer that sends nothing else is
+			// cut off rather than left to fill the log.
+			if bad++; bad >= MaxBadMessages {
+				s.close(fmt.Sprintf("%d bad messages in a row: %v", bad, err))
+				return
+			}
 			if errors.Is(err, vtp.ErrNotTransport) {
 				s.log.Warn("incomprehensible message from subscriber; ignored", "err", err)
 			} else {
@@ -193,6 +200,7 @@ func (s *subscriber) readLoop() {
 			}
 			continue
 		}
+		bad = 0
 		switch msg.Role {
 		case vtp.RoleIAmAlive:
 			s.mu.Lock()

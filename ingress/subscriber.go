@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -35,6 +36,10 @@ const (
 	DefaultWriteTimeout = 20 * time.Second
 	// MaxBackoff caps the pause between attempts (Comet latest: 60 s).
 	MaxBackoff = 60 * time.Second
+	// MaxBadMessages: an upstream that sends this many unparsable or
+	// unclassifiable messages in a row is disconnected (and retried after
+	// the back-off) rather than left to fill the log.
+	MaxBadMessages = 32
 )
 
 // CometBackoff is Comet latest's delay before the nth consecutive attempt
@@ -126,6 +131,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 	peer := conn.RemoteAddr().String()
 	fr := vtp.NewFrameReader(bufio.NewReader(conn), s.MaxFrame)
 	lastValid := time.Now()
+	bad := 0
 	for {
 		// The timer restarts only on messages that classify (Comet latest).
 		conn.SetReadDeadline(lastValid.Add(inactivity))
@@ -140,10 +146,17 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 			return err
 		}
 		info, err := voevent.Inspect(payload, voevent.Options{})
+		if err == nil && !voevent.IsTransportRole(info.Role) && !voevent.IsVOEventRole(info.Role) {
+			err = fmt.Errorf("incomprehensible: root role %q", info.Role)
+		}
 		if err != nil {
-			log.Warn("unparsable message from upstream; ignored", "err", err, "bytes", len(payload))
+			if bad++; bad >= MaxBadMessages {
+				return fmt.Errorf("%d bad messages in a row from upstream: %w", bad, err)
+			}
+			log.Warn("bad message from upstream; ignored", "err", err, "bytes", len(payload))
 			continue
 		}
+		bad = 0
 		switch {
 		case voevent.IsTransportRole(info.Role):
 			lastValid = time.Now()
@@ -162,8 +175,6 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 			if err := s.write(conn, vtp.Ack(info.IVORN, s.LocalIVO, time.Now())); err != nil {
 				return err
 			}
-		default:
-			log.Warn("incomprehensible message from upstream; ignored", "role", info.Role)
 		}
 	}
 }

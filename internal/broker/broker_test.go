@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,10 +13,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
@@ -612,5 +615,34 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	if err != nil || m == nil || m.Role != vtp.RoleAck {
 		t.Fatalf("slot not freed after a close: %+v %v", m, err)
+	}
+}
+
+// A subscriber that floods garbage is dropped after MaxBadMessages, while
+// another keeps receiving.
+func TestGarbageFloodingSubscriberIsDropped(t *testing.T) {
+	b := start(t, nil)
+	good := subscribe(t, b, vtptest.Comet)
+	c, err := net.Dial("tcp", castAddr(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		junk := vtp.Frame([]byte("<<not xml"))
+		for range 10 * egress.MaxBadMessages {
+			if _, err := c.Write(junk); err != nil {
+				return
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// Dropped: EOF, or a reset because the broker closed with garbage unread.
+	if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("flooding subscriber not dropped: %v", err)
+	}
+	mustAck(t, recvAddr(b), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/flood#1"))
+	if !good.WaitEvents(1, deliveryWait) || good.Closed() {
+		t.Fatal("the other subscriber was affected")
 	}
 }

@@ -322,3 +322,26 @@ func shutdownNow(t *testing.T, b *broker.Broker) {
 		t.Fatal(err)
 	}
 }
+
+// An upstream that sends only garbage is disconnected and retried.
+func TestGarbageFloodingUpstreamIsDisconnected(t *testing.T) {
+	up, err := vtptest.StartUpstream(vtptest.GCNUpstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	start(t, func(c *broker.Config) {
+		c.Receive = nil
+		c.Subscribe = []endpoint.Endpoint{tcp(up.Addr())}
+		c.SubscribeBackoff = fastBackoff
+	})
+	if !up.WaitFor(5*time.Second, func(u *vtptest.Upstream) bool { return u.Connected() >= 1 }) {
+		t.Fatal("no subscription")
+	}
+	for range ingress.MaxBadMessages {
+		up.Send([]byte("garbage <"))
+	}
+	if !up.WaitFor(5*time.Second, func(u *vtptest.Upstream) bool { return u.Accepts() >= 2 }) {
+		t.Fatalf("not disconnected and retried after %d bad messages (%d connections)", ingress.MaxBadMessages, up.Accepts())
+	}
+}
