@@ -14,6 +14,9 @@ const (
 	// MaxFiltersPerSubscriber bounds one authenticate reply; further
 	// filters are dropped (logged), as invalid ones are.
 	MaxFiltersPerSubscriber = 32
+	// MaxFiltersExamined bounds the filters of one authenticate reply that
+	// are compiled and costed at all; the rest are dropped unexamined.
+	MaxFiltersExamined = 2 * MaxFiltersPerSubscriber
 	// FilterProbeSteps is the evaluation budget a filter gets on
 	// referenceEvent when installed. Typical filters take 10 to 2,000
 	// steps there (//Param[@name="SNR" and @value>10]: 1,111); one that

@@ -223,6 +223,12 @@ func (s *subscriber) readLoop() {
 // MaxFiltersPerSubscriber is dropped the same way.
 func (s *subscriber) setFilters(exprs []string) {
 	fs := make([]*filter.Filter, 0, min(len(exprs), MaxFiltersPerSubscriber))
+	if len(exprs) > MaxFiltersExamined {
+		// Each examined filter is compiled and costed: bound that work too.
+		s.log.Warn("filters dropped unexamined: too many in one authenticate reply",
+			"offered", len(exprs), "examined", MaxFiltersExamined)
+		exprs = exprs[:MaxFiltersExamined]
+	}
 	for _, e := range exprs {
 		if len(fs) == MaxFiltersPerSubscriber {
 			s.log.Warn("filter dropped: too many filters", "limit", MaxFiltersPerSubscriber, "filter", e)
@@ -242,5 +248,5 @@ func (s *subscriber) setFilters(exprs []string) {
 	}
 	s.filters.Store(&fs)
 	s.authenticated.Store(true)
-	s.log.Info("filters installed", "count", len(fs), "offered", len(exprs))
+	s.log.Info("filters installed", "count", len(fs))
 }

@@ -2,6 +2,8 @@ package stages
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -57,8 +59,19 @@ func SaveName(ivorn string) string {
 			b.WriteByte(c)
 		}
 	}
-	return b.String()
+	name := b.String()
+	if len(name) > MaxSaveNameLen {
+		// Too long for common file systems (255 bytes with the collision
+		// suffixes): keep the start, readable, and make the rest unique.
+		sum := sha1.Sum([]byte(ivorn))
+		name = name[:MaxSaveNameLen-17] + "_" + hex.EncodeToString(sum[:8])
+	}
+	return name
 }
+
+// MaxSaveNameLen caps save-event file names (Comet's rule has no cap, and
+// an ivorn can make a name longer than any file system allows).
+const MaxSaveNameLen = 200
 
 // Save writes payload to a new file named SaveName(ivorn), with "_"
 // appended as often as needed to get a name not in use, and returns the

@@ -54,15 +54,28 @@ func (fr *FrameReader) ReadFrame() ([]byte, error) {
 	if uint64(n) > uint64(fr.max) {
 		return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrFrameTooLarge, n, fr.max)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(fr.r, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// The buffer grows as bytes arrive, so a peer that announces a large
+	// frame and then stalls pins only what it has actually sent.
+	buf := make([]byte, 0, min(int(n), initialFrameBuffer))
+	for len(buf) < int(n) {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, min(cap(buf), int(n)-cap(buf)))...)[:len(buf)]
 		}
-		return nil, err
+		k, err := fr.r.Read(buf[len(buf):min(cap(buf), int(n))])
+		buf = buf[:len(buf)+k]
+		if err != nil && len(buf) < int(n) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return buf, nil
 }
+
+// initialFrameBuffer is the first allocation for a frame's payload; it
+// doubles as bytes arrive. Most VOEvents and every Transport message fit.
+const initialFrameBuffer = 8 << 10
 
 // AppendFrame appends the 4-byte big-endian length prefix and payload to dst.
 func AppendFrame(dst, payload []byte) []byte {
