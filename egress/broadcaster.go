@@ -165,36 +165,46 @@ func (b *Broadcaster) Subscribers() int {
 
 // Broadcast relays payload (exact bytes) to every subscriber whose filters
 // match. It never blocks on a subscriber: a full queue drops that
-// subscriber. done, if not nil, runs once every subscriber the event was
-// sent to has acknowledged it or been dropped (at once if it went to
-// nobody): the relay then acks the event on the bus, so a crash before
-// that point replays it. Calls must not overlap if per-subscriber order
-// matters (the relay calls it from one goroutine).
+// subscriber. Filters are applied by each subscriber's own writer, so one
+// subscriber's costly filters delay only that subscriber; the event is
+// parsed for filtering once, by the first writer that needs it. done, if
+// not nil, runs once every subscriber has acknowledged the event, found it
+// did not match, or been dropped (at once if there are none): the relay
+// then acks the event on the bus, so a crash before that point replays
+// it. Calls must not overlap if per-subscriber order matters (the relay
+// calls it from one goroutine).
 func (b *Broadcaster) Broadcast(payload []byte, done func()) {
 	b.init()
-	frame := vtp.Frame(payload) // built once, shared read-only by every queue
 	t := &tracker{done: done, b: b}
 	t.n.Store(1) // held by this call until every subscriber has its share
-	var doc *filter.Doc
-	var docErr error
-	parsed := false
+	ev := &event{payload: payload, frame: vtp.Frame(payload), t: t, b: b}
 	for _, s := range b.subscribers() {
-		fs := s.currentFilters()
-		if len(fs) > 0 {
-			if !parsed {
-				doc, docErr = filter.Parse(payload)
-				parsed = true
-				if docErr != nil {
-					b.logger().Warn("event cannot be parsed for filtering; sent to unfiltered subscribers only", "err", docErr)
-				}
-			}
-			if docErr != nil || !doc.MatchAny(fs) {
-				continue
-			}
-		}
-		s.sendEvent(frame, t)
+		s.offer(item{frame: ev.frame, ev: ev})
 	}
 	t.release()
+}
+
+// event is one broadcast event, shared read-only by every queue.
+type event struct {
+	payload []byte
+	frame   []byte // built once
+	t       *tracker
+	b       *Broadcaster
+
+	once sync.Once
+	doc  *filter.Doc
+	err  error
+}
+
+// document parses the event for filtering, once for all subscribers.
+func (e *event) document() (*filter.Doc, error) {
+	e.once.Do(func() {
+		e.doc, e.err = filter.Parse(e.payload)
+		if e.err != nil {
+			e.b.logger().Warn("event cannot be parsed for filtering; sent to unfiltered subscribers only", "err", e.err)
+		}
+	})
+	return e.doc, e.err
 }
 
 // tracker counts the subscribers that still owe an acknowledgement.
@@ -222,14 +232,14 @@ func (b *Broadcaster) add(conn net.Conn) {
 		b:     b,
 		conn:  conn,
 		peer:  conn.RemoteAddr().String(),
-		queue: make(chan []byte, qlen),
+		queue: make(chan item, qlen),
 		done:  make(chan struct{}),
 	}
 	s.log = b.logger().With("subscriber", s.peer)
 	// Ask for filters at once, but never wait for the answer: pygcn never
 	// replies, and it must still receive every event. Queued before the
 	// subscriber is visible to ticks and broadcasts, so it always goes first.
-	s.queue <- vtp.Frame(vtp.AuthenticateRequest(b.LocalIVO, time.Now()))
+	s.queue <- item{frame: vtp.Frame(vtp.AuthenticateRequest(b.LocalIVO, time.Now()))}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -292,7 +302,7 @@ func (b *Broadcaster) tick() {
 		case unacked >= maxUnacked:
 			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", unacked))
 		default:
-			s.enqueue(probe)
+			s.offer(item{frame: probe})
 		}
 	}
 }

@@ -28,7 +28,7 @@ type subscriber struct {
 	conn  net.Conn
 	peer  string
 	log   *slog.Logger
-	queue chan []byte
+	queue chan item
 	done  chan struct{}
 	once  sync.Once
 
@@ -48,42 +48,76 @@ func (s *subscriber) currentFilters() []*filter.Filter {
 	return nil
 }
 
-// enqueue hands a frame to the writer without ever blocking: a subscriber
-// whose queue is full is too slow to keep and is dropped.
-func (s *subscriber) enqueue(frame []byte) bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-	}
-	select {
-	case s.queue <- frame:
-		return true
-	default:
-		s.close("outgoing queue full: subscriber too slow")
-		return false
-	}
+// item is one queued frame; ev is set for events, whose filters the
+// writer applies before sending.
+type item struct {
+	frame []byte
+	ev    *event
 }
 
-// sendEvent queues an event and records that the subscriber owes an ack
-// for it (t == nil for test events, which nobody waits for).
-func (s *subscriber) sendEvent(frame []byte, t *tracker) {
+// offer queues an item without ever blocking: a subscriber whose queue is
+// full is too slow to keep and is dropped. An event takes a share of its
+// tracker here, given back when the writer finds it does not match, or
+// when it is acknowledged, or when the subscriber is dropped. Holding mu
+// while queueing means close (which drains the queue under mu) sees every
+// share taken.
+func (s *subscriber) offer(it item) {
+	var t *tracker
+	if it.ev != nil {
+		t = it.ev.t
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	if len(s.inflight) >= s.maxInFlight() {
-		s.mu.Unlock()
-		s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", s.maxInFlight()))
-		return
-	}
 	if t != nil {
 		t.n.Add(1)
 	}
+	select {
+	case s.queue <- it:
+		s.mu.Unlock()
+		return
+	default:
+	}
+	s.mu.Unlock()
+	if t != nil {
+		t.release()
+	}
+	s.close("outgoing queue full: subscriber too slow")
+}
+
+// admit decides, in the writer, whether a queued item goes out: Transport
+// messages always do; an event only if the subscriber's filters match it,
+// and then the subscriber owes an ack for it (test events too, as in
+// Comet, though nobody waits for those).
+func (s *subscriber) admit(it item) bool {
+	if it.ev == nil {
+		return true
+	}
+	t := it.ev.t
+	if fs := s.currentFilters(); len(fs) > 0 {
+		doc, err := it.ev.document()
+		if err != nil || !doc.MatchAny(fs) {
+			t.release()
+			return false
+		}
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		t.release()
+		return false
+	}
+	if len(s.inflight) >= s.maxInFlight() {
+		s.mu.Unlock()
+		t.release()
+		s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", s.maxInFlight()))
+		return false
+	}
 	s.inflight = append(s.inflight, t)
 	s.mu.Unlock()
-	s.enqueue(frame) // on failure close() releases the share just taken
+	return true
 }
 
 // acked handles one ack: acks are counted, not matched to ivorns, as in
@@ -121,6 +155,19 @@ func (s *subscriber) close(reason string) {
 		s.closed = true
 		owed := s.inflight
 		s.inflight = nil
+		// Events still queued hold shares too; nothing can be queued after
+		// this (offer checks closed under mu).
+	drain:
+		for {
+			select {
+			case it := <-s.queue:
+				if it.ev != nil {
+					owed = append(owed, it.ev.t)
+				}
+			default:
+				break drain
+			}
+		}
 		s.mu.Unlock()
 		// A dropped subscriber no longer holds events back on the bus.
 		for _, t := range owed {
@@ -136,25 +183,30 @@ func (s *subscriber) writeLoop() {
 	w := bufio.NewWriterSize(s.conn, writeBufferSize)
 	timeout := orDefault(s.b.WriteTimeout, DefaultWriteTimeout)
 	for {
-		var frame []byte
+		var it item
 		select {
 		case <-s.done:
 			return
-		case frame = <-s.queue:
+		case it = <-s.queue:
 		}
 		s.conn.SetWriteDeadline(time.Now().Add(timeout))
-		_, err := w.Write(frame)
+		var err error
+		if s.admit(it) {
+			_, err = w.Write(it.frame)
+		}
 		// Drain whatever else is already queued before flushing.
 	drain:
 		for err == nil {
 			select {
-			case frame = <-s.queue:
-				_, err = w.Write(frame)
+			case it = <-s.queue:
+				if s.admit(it) {
+					_, err = w.Write(it.frame)
+				}
 			default:
 				break drain
 			}
 		}
-		if err == nil {
+		if err == nil && w.Buffered() > 0 {
 			err = w.Flush()
 		}
 		if err != nil {
