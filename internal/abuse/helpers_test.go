@@ -315,16 +315,7 @@ func readUntilClosed(c net.Conn, d time.Duration) (got []byte, closed bool, afte
 	return got, true, time.Since(t0)
 }
 
-func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cond()
-}
+func waitUntil(d time.Duration, cond func() bool) bool { return vtptest.WaitUntil(d, cond) }
 
 // fetchTrap is a local HTTP server and a local file that hostile documents
 // reference as external DTDs and entities: any connection to the server,

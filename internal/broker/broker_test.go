@@ -102,16 +102,7 @@ func subscribe(t testing.TB, b *broker.Broker, mode vtptest.Mode, filters ...str
 	return s
 }
 
-func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return cond()
-}
+func waitUntil(d time.Duration, cond func() bool) bool { return vtptest.WaitUntil(d, cond) }
 
 func samples(t testing.TB) []vtptest.Sample {
 	return vtptest.Samples(t, filepath.Join(sharedData, "voevents"))
@@ -427,7 +418,7 @@ func TestBadSubmissions(t *testing.T) {
 		"transport":      vtp.IAmAlive("ivo://x.y/z", "", time.Now()),
 		"no role":        bytes.Replace(good, []byte(`role="observation"`), nil, 1),
 		"unknown role":   bytes.Replace(good, []byte(`role="observation"`), []byte(`role="rumour"`), 1),
-		"no ivorn":       regexpIvorn(good, ""),
+		"no ivorn":       withoutIVORN(good),
 		"dtd":            append([]byte(`<!DOCTYPE x [<!ENTITY e "boom">]>`), good[bytes.Index(good, []byte("<voe:")):]...),
 		"entity in text": bytes.Replace(good, []byte("<Who>"), []byte("<Who>&e;"), 1),
 	}
@@ -476,7 +467,8 @@ func TestBadSubmissions(t *testing.T) {
 	mustAck(t, recvAddr(b), second) // the second was never recorded
 }
 
-func regexpIvorn(ev []byte, _ string) []byte {
+// withoutIVORN removes the root's ivorn attribute.
+func withoutIVORN(ev []byte) []byte {
 	i := bytes.Index(ev, []byte("ivorn="))
 	q := ev[i+6]
 	j := bytes.IndexByte(ev[i+7:], q)

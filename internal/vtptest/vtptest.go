@@ -322,3 +322,16 @@ func WithIVORN(event []byte, ivorn string) []byte {
 	j := strings.IndexByte(s[i+7:], q)
 	return []byte(s[:i+7] + ivorn + s[i+7+j:])
 }
+
+// WaitUntil polls cond until it holds or d has passed, and reports the
+// last result.
+func WaitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cond()
+}
