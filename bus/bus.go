@@ -154,6 +154,10 @@ func (c *Config) setDefaults() error {
 		return errors.New("StoreDir is required for the embedded server")
 	case c.URL != "" && c.Listen != "":
 		return errors.New("Listen applies to the embedded server only, not with URL")
+	case c.URL == "" && c.Replicas > 1:
+		return fmt.Errorf("%d replicas need a clustered external NATS system; the embedded server is a single node", c.Replicas)
+	case c.URL == "" && (c.CredsFile != "" || c.TLS != nil):
+		return errors.New("credentials and TLS apply to an external NATS system only")
 	case c.MaxPayload < 0 || c.MaxPayload > server.MAX_PAYLOAD_MAX_SIZE-HeaderRoom:
 		return fmt.Errorf("MaxPayload %d out of range", c.MaxPayload)
 	case c.Replicas < 0 || c.StreamMaxAge < 0 || c.StreamMaxBytes < 0 || c.SeenTTL < 0 ||

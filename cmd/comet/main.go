@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
@@ -153,6 +154,9 @@ type options struct {
 	testInterval              int
 	verbose, quiet            int
 	natsURL, natsListen       string
+	natsCreds                 string
+	natsCA, natsCert, natsKey string
+	replicas                  int
 	node                      string
 	maxEventSize              int
 	receiveTimeout            time.Duration
@@ -220,6 +224,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.Var((*countOpt)(&o.quiet), "q", "less logging (repeatable)")
 	fs.Var((*countOpt)(&o.quiet), "quiet", "less logging (repeatable)")
 	fs.StringVar(&o.natsURL, "nats", "", "use the external NATS JetStream server(s) at URL[,URL...] instead of the embedded bus")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "credentials file (JWT and NKey seed) for the external NATS system")
+	fs.StringVar(&o.natsCA, "nats-tls-ca", "", "PEM file of the CA that signed the external NATS servers' certificates")
+	fs.StringVar(&o.natsCert, "nats-tls-cert", "", "PEM client certificate for the external NATS system (mutual TLS; needs --nats-tls-key)")
+	fs.StringVar(&o.natsKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the event stream and the previously-seen bucket when this process creates them (3 on a 3-node cluster); existing ones must match")
 	fs.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded bus to NATS clients on HOST:PORT (default: not exposed)")
 	host, _ := os.Hostname()
 	fs.StringVar(&o.node, "node", host, "node name recorded on events and naming this broadcaster's bus consumer")
@@ -357,7 +366,29 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if o.natsURL == "" && o.eventDB == "" {
 		return cfg, usageError{"--eventdb must name a directory"}
 	}
-	var err error
+	if o.natsURL == "" {
+		switch {
+		case o.natsCreds != "" || o.natsCA != "" || o.natsCert != "" || o.natsKey != "":
+			return cfg, usageError{"--nats-creds and --nats-tls-* need --nats (the embedded bus has no credentials)"}
+		case o.replicas != 1:
+			return cfg, usageError{"--replicas needs --nats: the embedded bus is a single node"}
+		}
+	} else if o.natsListen != "" {
+		return cfg, usageError{"--nats-listen exposes the embedded bus; with --nats, clients connect to that system directly"}
+	}
+	if o.replicas < 1 || o.replicas > 5 {
+		return cfg, usageError{"--replicas must be between 1 and 5 (JetStream's limit)"}
+	}
+	if o.natsCreds != "" {
+		if _, err := os.Stat(o.natsCreds); err != nil {
+			return cfg, usageError{fmt.Sprintf("--nats-creds: %v", err)}
+		}
+	}
+	tlsCfg, err := bus.ClientTLS(o.natsCA, o.natsCert, o.natsKey)
+	if err != nil {
+		return cfg, usageError{err.Error()}
+	}
+	cfg.NATSCreds, cfg.NATSTLS, cfg.Replicas = o.natsCreds, tlsCfg, o.replicas
 	if cfg.Receive, err = endpoints(o.receive, o.receivePort); err != nil {
 		return cfg, err
 	}

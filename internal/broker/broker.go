@@ -6,6 +6,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,10 +38,13 @@ type Config struct {
 	Node     string // node name: bus headers and the egress consumer name
 	Version  string
 
-	EventDB    string // embedded JetStream store directory
-	NATSURL    string // external bus; empty = embedded
-	NATSListen string // expose the embedded bus on host:port; empty = in-process only
-	SyncAlways bool   // fsync every bus write (survives power loss, slower)
+	EventDB    string      // embedded JetStream store directory
+	NATSURL    string      // external bus; empty = embedded
+	NATSListen string      // expose the embedded bus on host:port; empty = in-process only
+	NATSCreds  string      // credentials file for the external bus (optional)
+	NATSTLS    *tls.Config // TLS towards the external bus (optional)
+	Replicas   int         // replicas of the stream and the bucket on a cluster; 0 = 1
+	SyncAlways bool        // fsync every bus write (survives power loss, slower)
 
 	MaxEventSize       int      // largest frame accepted and relayed
 	MaxConns           int      // open connections per listener; 0 = unlimited
@@ -59,6 +63,15 @@ type Config struct {
 	// Stages are the event handlers (--action, --print-event, --save-event,
 	// --cmd), each a durable consumer of the bus.
 	Stages stages.Config
+
+	// OpenPGP (spec/openpgp.md); nil = off. VerifyEvent checks authors'
+	// submissions (--sender-auth), VerifySubscriber the authenticate
+	// replies of subscribers (--subscriber-auth), and SignReplies signs
+	// this broker's authenticate replies to upstream brokers (--key-id).
+	VerifyEvent      func(payload []byte, author string) (signer string, err error)
+	VerifySubscriber func(msg []byte) (signer string, err error)
+	SignReplies      func(msg []byte) ([]byte, error)
+	AuthTimeout      time.Duration // subscribers' time to authenticate; 0 = egress default
 
 	// Upstream subscriptions; zero values take ingress's defaults.
 	SubscribeHealthyAfter time.Duration
@@ -136,6 +149,9 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		StoreDir:   cfg.EventDB,
 		URL:        cfg.NATSURL,
 		Listen:     cfg.NATSListen,
+		CredsFile:  cfg.NATSCreds,
+		TLS:        cfg.NATSTLS,
+		Replicas:   cfg.Replicas,
 		Node:       cfg.Node,
 		MaxPayload: cfg.MaxEventSize,
 		SyncAlways: cfg.SyncAlways,
@@ -171,6 +187,8 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			Logger:    log.With("component", "receiver"),
 			Timeout:   cfg.ReceiveTimeout,
 			MaxFrame:  cfg.MaxEventSize,
+
+			VerifySignature: cfg.VerifyEvent,
 		}
 		for _, ln := range b.recvLns {
 			b.serve(&b.listening, func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
@@ -189,6 +207,8 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			QueueLen:         cfg.QueueLen,
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxFrame:         cfg.MaxEventSize,
+			VerifySubscriber: cfg.VerifySubscriber,
+			AuthTimeout:      cfg.AuthTimeout,
 		}
 		for _, ln := range b.castLns {
 			b.serve(&b.listening, func() error { return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
@@ -215,10 +235,12 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			HealthyAfter:      cfg.SubscribeHealthyAfter,
 			MaxFrame:          cfg.MaxEventSize,
 			Backoff:           cfg.SubscribeBackoff,
+			Sign:              cfg.SignReplies,
 		}
 		b.serve(&b.running, func() error { sub.Run(runCtx); return nil }, nil)
 	}
 	log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
+		"sender_auth", cfg.VerifyEvent != nil, "subscriber_auth", cfg.VerifySubscriber != nil, "signing", cfg.SignReplies != nil,
 		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "bus", b.bus.Describe())
 	return b, nil
 }
