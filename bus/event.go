@@ -36,8 +36,13 @@ const (
 )
 
 // SignatureUnchecked is the Comet-Signature of an event whose signature
-// was not checked; a checked one is "verified:<fingerprint>".
+// was not checked.
 const SignatureUnchecked = "unchecked"
+
+// SignatureVerified is the Comet-Signature of an event whose OpenPGP
+// signature the receiver checked (--sender-auth):
+// "verified:<fingerprint of the signing key>".
+func SignatureVerified(fingerprint string) string { return "verified:" + fingerprint }
 
 // ReceivedAtLayout is the Comet-Received-At format: RFC 3339 in UTC with
 // all nine fractional digits.

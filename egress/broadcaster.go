@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,15 @@ const (
 	MaxBadMessages = 32
 	// DefaultFilterCacheSize bounds the number of distinct compiled filters.
 	DefaultFilterCacheSize = 4096
+	// DefaultAuthTimeout is how long a subscriber has, with
+	// VerifySubscriber set, to send a correctly signed authenticate reply
+	// before it is disconnected; it receives no events meanwhile.
+	DefaultAuthTimeout = 30 * time.Second
 )
+
+// DefaultMaxVerifying bounds signature checks of authenticate replies
+// running at once (0 = this): they cost CPU and anyone may ask for them.
+var DefaultMaxVerifying = 4 * runtime.GOMAXPROCS(0)
 
 // Broadcaster serves subscribers on any number of listeners. Configure the
 // fields, then call Serve per listener and Run once; Broadcast relays events.
@@ -64,8 +73,18 @@ type Broadcaster struct {
 	MaxFrame         int           // 0 = vtp.DefaultMaxFrame
 	Limits           accept.Limits // open connections per listener; zero = unlimited
 
-	initOnce sync.Once
-	filters  *filter.Cache
+	// VerifySubscriber, if set (--subscriber-auth), must accept the OpenPGP
+	// signature on a subscriber's first authenticate reply, returning who
+	// signed. Until one is accepted the subscriber gets no events (they
+	// are skipped, not queued); an error, or no reply within AuthTimeout,
+	// disconnects it.
+	VerifySubscriber func(msg []byte) (signer string, err error)
+	AuthTimeout      time.Duration // 0 = DefaultAuthTimeout
+	MaxVerifying     int           // signature checks at once; 0 = DefaultMaxVerifying
+
+	initOnce  sync.Once
+	filters   *filter.Cache
+	verifying chan struct{} // semaphore of MaxVerifying slots
 
 	mu        sync.RWMutex
 	subs      map[*subscriber]struct{}
@@ -80,6 +99,11 @@ type Broadcaster struct {
 func (b *Broadcaster) init() {
 	b.initOnce.Do(func() {
 		b.filters = filter.NewCache(DefaultFilterCacheSize)
+		n := b.MaxVerifying
+		if n <= 0 {
+			n = DefaultMaxVerifying
+		}
+		b.verifying = make(chan struct{}, n)
 		b.subs = make(map[*subscriber]struct{})
 		b.listeners = make(map[net.Listener]struct{})
 	})
@@ -178,7 +202,11 @@ func (b *Broadcaster) Broadcast(payload []byte, done func()) {
 	t := &tracker{done: done, b: b}
 	t.n.Store(1) // held by this call until every subscriber has its share
 	ev := &event{payload: payload, frame: vtp.Frame(payload), t: t, b: b}
+	auth := b.VerifySubscriber != nil
 	for _, s := range b.subscribers() {
+		if auth && !s.verified.Load() {
+			continue // not authenticated (yet): skipped, never queued
+		}
 		s.offer(item{frame: ev.frame, ev: ev})
 	}
 	t.release()
@@ -250,7 +278,16 @@ func (b *Broadcaster) add(conn net.Conn) {
 	b.publishSnapshot()
 	b.wg.Add(2)
 	b.mu.Unlock()
-	s.log.Info("subscriber connected")
+	s.log.Info("subscriber connected", "auth_required", b.VerifySubscriber != nil)
+	if b.VerifySubscriber != nil {
+		// Set before the goroutines start, which read it in close.
+		timeout := orDefault(b.AuthTimeout, DefaultAuthTimeout)
+		s.authTimer = time.AfterFunc(timeout, func() {
+			if !s.verified.Load() {
+				s.close(fmt.Sprintf("no correctly signed authenticate reply within %v", timeout))
+			}
+		})
+	}
 	go s.writeLoop()
 	go s.readLoop()
 }
@@ -331,6 +368,7 @@ func orDefault(d, def time.Duration) time.Duration {
 type SubscriberStats struct {
 	Peer          string
 	Authenticated bool     // it has answered an authenticate request
+	Signer        string   // whose signature it authenticated with (VerifySubscriber)
 	Filters       []string // installed filters
 	InFlight      int      // events sent and not yet acknowledged
 }
@@ -342,6 +380,9 @@ func (b *Broadcaster) Stats() []SubscriberStats {
 	out := make([]SubscriberStats, 0, len(subs))
 	for _, s := range subs {
 		st := SubscriberStats{Peer: s.peer, Authenticated: s.authenticated.Load()}
+		if p := s.signer.Load(); p != nil {
+			st.Signer = *p
+		}
 		for _, f := range s.currentFilters() {
 			st.Filters = append(st.Filters, f.String())
 		}

@@ -34,6 +34,9 @@ type subscriber struct {
 
 	filters       atomic.Pointer[[]*filter.Filter]
 	authenticated atomic.Bool
+	verified      atomic.Bool            // signed reply accepted (VerifySubscriber)
+	signer        atomic.Pointer[string] // who signed it
+	authTimer     *time.Timer            // set before the goroutines start; nil without VerifySubscriber
 
 	mu               sync.Mutex
 	aliveOutstanding int64      // probes sent and not answered
@@ -148,6 +151,9 @@ func (s *subscriber) maxInFlight() int {
 func (s *subscriber) close(reason string) {
 	s.once.Do(func() {
 		s.log.Info("subscriber disconnected", "reason", reason)
+		if s.authTimer != nil {
+			s.authTimer.Stop()
+		}
 		close(s.done)
 		s.conn.Close()
 		s.b.remove(s)
@@ -264,9 +270,33 @@ func (s *subscriber) readLoop() {
 			s.close("subscriber sent nak for " + msg.Origin + ": " + msg.Result)
 			return
 		case vtp.RoleAuthenticate:
+			if s.b.VerifySubscriber != nil && !s.verified.Load() {
+				signer, err := s.verify(payload)
+				if err != nil {
+					s.close("authentication failed: " + err.Error())
+					return
+				}
+				s.signer.Store(&signer)
+				s.log.Info("subscriber authenticated", "signer", signer)
+				s.setFilters(msg.Filters) // before any event can be queued
+				s.verified.Store(true)
+				continue
+			}
 			s.setFilters(msg.Filters)
 		}
 	}
+}
+
+// verify checks a signed authenticate reply in one of the broadcaster's
+// verification slots, so a flood of signed replies cannot take every core.
+func (s *subscriber) verify(payload []byte) (string, error) {
+	select {
+	case s.b.verifying <- struct{}{}:
+	case <-s.done:
+		return "", errors.New("disconnected")
+	}
+	defer func() { <-s.b.verifying }()
+	return s.b.VerifySubscriber(payload)
 }
 
 // setFilters replaces the filter list (spec/filtering.md §1): a filter that

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -30,6 +31,15 @@ const (
 	// a connection whose ack is still in flight).
 	DefaultLingerTimeout = 2 * time.Second
 )
+
+// DefaultMaxVerifying is the default number of signature checks run at
+// once: a few per core keeps every core busy without letting a flood of
+// signed submissions queue unbounded work.
+var DefaultMaxVerifying = 4 * runtime.GOMAXPROCS(0)
+
+// SignatureRejectReason starts the nak reason of a signature failure, as
+// in Comet's 2012 design (spec/openpgp.md §5); ours adds why after ": ".
+const SignatureRejectReason = "Signature validation failed"
 
 // RejectPrefix starts every nak Result, as in Comet.
 const RejectPrefix = "Event rejected: "
@@ -53,10 +63,23 @@ type Receiver struct {
 	Whitelist *whitelist.List // nil allows everyone
 	Logger    *slog.Logger
 
+	// VerifySignature, if set (--sender-auth), must accept the event's
+	// OpenPGP signature for the given AuthorIVORN, returning who signed;
+	// an error naks the event with the error as the reason.
+	VerifySignature func(payload []byte, author string) (signer string, err error)
+	// MaxVerifying bounds signature checks running at once (they cost
+	// CPU, and unauthenticated peers can ask for them); 0 =
+	// DefaultMaxVerifying. A submission waits for a slot within its
+	// Timeout.
+	MaxVerifying int
+
 	Limits        accept.Limits // open connections per listener; zero = unlimited
 	Timeout       time.Duration // per connection; 0 = DefaultReceiveTimeout
 	LingerTimeout time.Duration // 0 = DefaultLingerTimeout
 	MaxFrame      int           // 0 = vtp.DefaultMaxFrame
+
+	verifyOnce sync.Once
+	verifying  chan struct{} // semaphore of MaxVerifying slots
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -174,6 +197,17 @@ func (r *Receiver) handle(conn net.Conn) {
 		return
 	}
 	ev := newEvent(payload, info, bus.OriginAuthor, peer, r.Node, receivedAt)
+	if r.VerifySignature != nil {
+		// Before the previously-seen check: an event refused here is not
+		// recorded, so the author may resend it properly signed.
+		signer, err := r.verify(payload, info.Author, receivedAt.Add(timeout))
+		if err != nil {
+			reject(SignatureRejectReason + ": " + err.Error())
+			return
+		}
+		ev.Signature = bus.SignatureVerified(signer)
+		log = log.With("signer", signer)
+	}
 	ctx, cancel := context.WithDeadline(context.Background(), receivedAt.Add(timeout))
 	outcome, err := r.Store.Ingest(ctx, ev)
 	cancel()
@@ -188,6 +222,27 @@ func (r *Receiver) handle(conn net.Conn) {
 		log.Info("event accepted", "sha1", ev.SHA1, "role", ev.Role)
 		reply(vtp.Ack(info.IVORN, r.LocalIVO, time.Now()))
 	}
+}
+
+// verify runs the signature check in one of MaxVerifying slots, waiting
+// for a slot until deadline.
+func (r *Receiver) verify(payload []byte, author string, deadline time.Time) (string, error) {
+	r.verifyOnce.Do(func() {
+		n := r.MaxVerifying
+		if n <= 0 {
+			n = DefaultMaxVerifying
+		}
+		r.verifying = make(chan struct{}, n)
+	})
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	select {
+	case r.verifying <- struct{}{}:
+	case <-wait.C:
+		return "", errors.New("broker too busy to check the signature; try again")
+	}
+	defer func() { <-r.verifying }()
+	return r.VerifySignature(payload, author)
 }
 
 // linger half-closes and waits briefly for the author to close, so unread

@@ -72,6 +72,10 @@ type Subscription struct {
 	// Backoff gives the pause before the nth consecutive attempt; nil =
 	// CometBackoff.
 	Backoff func(n int) time.Duration
+	// Sign, if set, signs every authenticate reply (--key-id): it returns
+	// the message with its signature appended (spec/openpgp.md §3), for
+	// upstream brokers that run with --subscriber-auth.
+	Sign func(msg []byte) ([]byte, error)
 }
 
 // Run connects, serves and reconnects until ctx ends.
@@ -211,8 +215,16 @@ func (s *Subscription) answer(conn net.Conn, payload []byte, log *slog.Logger) e
 	case vtp.RoleIAmAlive:
 		return s.write(conn, vtp.IAmAlive(msg.Origin, s.LocalIVO, now))
 	case vtp.RoleAuthenticate:
-		log.Info("authenticating to upstream", "filters", len(s.Filters))
-		return s.write(conn, vtp.AuthenticateReply(msg.Origin, s.LocalIVO, s.Filters, now))
+		log.Info("authenticating to upstream", "filters", len(s.Filters), "signed", s.Sign != nil)
+		reply := vtp.AuthenticateReply(msg.Origin, s.LocalIVO, s.Filters, now)
+		if s.Sign != nil {
+			signed, err := s.Sign(reply)
+			if err != nil {
+				return fmt.Errorf("signing the authenticate reply: %w", err)
+			}
+			reply = signed
+		}
+		return s.write(conn, reply)
 	default:
 		log.Debug("receipt from upstream ignored", "role", msg.Role, "origin", msg.Origin)
 		return nil
