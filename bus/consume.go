@@ -190,7 +190,12 @@ func (b *Bus) durable(ctx context.Context, name string, last uint64) (jetstream.
 	if info.Config.DeliverSubject != "" || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
 		return nil, fmt.Errorf("bus: consumer %s exists but is not a pull consumer with explicit acks", name)
 	}
-	if info.NumAckPending > 0 {
+	if info.NumWaiting > 0 && info.NumAckPending > 0 {
+		// Someone else is pulling from this durable (two processes with
+		// one --node): rewinding would re-send what it has in flight.
+		b.log.Warn("consumer is in use by another process; not rewound (give each broadcaster its own --node)",
+			"durable", name, "unacked", info.NumAckPending, "waiting_pulls", info.NumWaiting)
+	} else if info.NumAckPending > 0 {
 		// Otherwise they would wait AckWait and then come after newer ones.
 		if _, err := js.ResetConsumer(ctx, StreamName, name); err != nil {
 			b.log.Warn("could not rewind consumer to its ack floor; unacked events come back after AckWait",

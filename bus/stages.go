@@ -186,7 +186,13 @@ func (b *Bus) stageConsumer(ctx context.Context, name string, opts StageOptions,
 		}
 		b.log.Info("stage consumer updated", "durable", name, "ack_wait", upd.AckWait, "max_ack_pending", upd.MaxAckPending)
 	}
-	if info.NumAckPending > 0 {
+	if info.NumWaiting > 0 && info.NumAckPending > 0 {
+		// Another worker is pulling from this durable right now: its
+		// unacked events are in progress, not abandoned. Rewinding would
+		// hand them out twice.
+		b.log.Info("stage consumer shared with a running worker; not rewound", "durable", name,
+			"unacked", info.NumAckPending, "waiting_pulls", info.NumWaiting)
+	} else if info.NumAckPending > 0 {
 		if _, err := js.ResetConsumer(ctx, StreamName, name); err != nil {
 			b.log.Warn("could not rewind stage consumer to its ack floor; unacked events come back after AckWait",
 				"durable", name, "unacked", info.NumAckPending, "ack_wait", want.AckWait, "err", err)
