@@ -3,6 +3,7 @@
 // against an external NATS cluster with --nats.
 //
 //	comet --receive --broadcast --local-ivo ivo://example.org/broker
+//	comet tap --nats nats://127.0.0.1:4222 --since 1h    (events on a bus as JSON lines)
 //
 // Options follow Comet latest (spec/cli.md §3) and accept the 2012 forms
 // (§1) as aliases. Run "comet -h" for the list.
@@ -54,6 +55,9 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tap" {
+		os.Exit(runTap(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
