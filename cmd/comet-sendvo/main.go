@@ -3,7 +3,12 @@
 //
 //	comet-sendvo [-v] [--timeout 20s] TARGET EVENT     (Comet latest)
 //	comet-sendvo [-h HOST] [-p PORT] [-f FILE]         (Comet 2012)
+//	comet-sendvo --sign --key KEYID --passphrase-file FILE --secret-keys KEYS TARGET EVENT
+//	comet-sendvo --sign KEYID:FILE --secret-keys KEYS TARGET EVENT
 //
+// With --sign the event is signed with OpenPGP before it is sent
+// (spec/openpgp.md): a detached signature over the root element, appended
+// in a comment, the event's own bytes unchanged.
 // TARGET is host, host:port, tcp:host:port or unix:PATH (default port
 // 8098); EVENT is a file name or - for standard input. The file is sent
 // byte for byte.
@@ -17,9 +22,11 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/signature"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 )
@@ -44,6 +51,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var port, verbose int
 	var timeout time.Duration
 	var maxFrame int
+	var sign signOpt
+	var keyID, passphraseFile, secretKeys string
 	fs.StringVar(&host, "host", "", "broker host (Comet 2012 form; default localhost)")
 	fs.StringVar(&host, "h", "", "shorthand for --host")
 	fs.IntVar(&port, "port", 8098, "broker port (Comet 2012 form)")
@@ -53,11 +62,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&timeout, "timeout", DefaultTimeout, "how long to wait for the receipt")
 	fs.IntVar(&maxFrame, "max-event-size", vtp.DefaultMaxFrame, "largest frame to send or accept, in bytes")
 	fs.BoolFunc("v", "more output (repeatable)", func(string) error { verbose++; return nil })
+	fs.Var(&sign, "sign", "sign the event with OpenPGP (with --key, --passphrase-file, --secret-keys), or --sign KEYID:PASSPHRASE_FILE")
+	fs.Var(&sign, "s", "shorthand for --sign")
+	fs.StringVar(&keyID, "key", "", "OpenPGP key to sign with: fingerprint, long or short key ID")
+	fs.StringVar(&passphraseFile, "passphrase-file", "", "file whose first line is the key's passphrase")
+	fs.StringVar(&secretKeys, "secret-keys", "", "exported OpenPGP secret key file holding --key (gpg --export-secret-keys KEYID)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: comet-sendvo [options] TARGET EVENT\n       comet-sendvo [-h HOST] [-p PORT] [-f FILE]\n\nSubmit one VOEvent and wait for the broker's receipt; exit 0 only on ack.\n\nOptions:\n")
+		fmt.Fprintf(fs.Output(), "usage: comet-sendvo [options] TARGET EVENT\n       comet-sendvo [-h HOST] [-p PORT] [-f FILE]\n       comet-sendvo --sign --key KEYID --passphrase-file FILE --secret-keys KEYS TARGET EVENT\n\nSubmit one VOEvent and wait for the broker's receipt; exit 0 only on ack.\n\nOptions:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(regroupSign(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitAck
 		}
@@ -103,6 +117,36 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if !voevent.IsVOEventRole(info.Role) || !info.HasIVORN {
 		fmt.Fprintf(stderr, "comet-sendvo: %s is not a VOEvent with a role and an ivorn (role %q)\n", file, info.Role)
 		return exitFailed
+	}
+
+	if sign.set {
+		if sign.keyID != "" {
+			if keyID != "" || passphraseFile != "" {
+				fmt.Fprintln(stderr, "comet-sendvo: give either --sign KEYID:FILE or --key with --passphrase-file, not both")
+				return exitUsage
+			}
+			keyID, passphraseFile = sign.keyID, sign.passphraseFile
+		}
+		if keyID == "" || passphraseFile == "" || secretKeys == "" {
+			fmt.Fprintln(stderr, "comet-sendvo: --sign needs --key, --passphrase-file and --secret-keys")
+			return exitUsage
+		}
+		signer, err := signature.LoadSigner(secretKeys, keyID, passphraseFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "comet-sendvo: %v\n", err)
+			return exitUsage
+		}
+		if payload, err = signer.Sign(payload); err != nil {
+			fmt.Fprintf(stderr, "comet-sendvo: signing %s: %v\n", file, err)
+			return exitFailed
+		}
+		if len(payload) > maxFrame {
+			fmt.Fprintf(stderr, "comet-sendvo: %s with its signature is larger than %d bytes: every Comet broker would refuse it\n", file, maxFrame)
+			return exitFailed
+		}
+	} else if keyID != "" || passphraseFile != "" || secretKeys != "" {
+		fmt.Fprintln(stderr, "comet-sendvo: --key, --passphrase-file and --secret-keys only apply with --sign")
+		return exitUsage
 	}
 
 	msg, err := submit(target, payload, info.IVORN, timeout, maxFrame, func(format string, a ...any) {
@@ -179,6 +223,65 @@ func readEvent(file string, stdin io.Reader, maxFrame int) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes: every Comet broker would refuse it", file, maxFrame)
 	}
 	return data, nil
+}
+
+// signOpt is --sign: a flag (Comet 2012: -s/--sign with --key and
+// --passphrase-file) or KEYID:PASSPHRASE_FILE (Comet's late 2012 branch).
+type signOpt struct {
+	set                   bool
+	keyID, passphraseFile string
+}
+
+func (o *signOpt) String() string   { return "" }
+func (o *signOpt) IsBoolFlag() bool { return true }
+func (o *signOpt) Set(v string) error {
+	o.set = true
+	if v == "true" || v == "" {
+		return nil
+	}
+	if v == "false" {
+		o.set = false
+		return nil
+	}
+	id, file, ok := strings.Cut(v, ":")
+	if !ok || id == "" || file == "" {
+		return fmt.Errorf("want KEYID:PASSPHRASE_FILE, got %q", v)
+	}
+	o.keyID, o.passphraseFile = id, file
+	return nil
+}
+
+// regroupSign turns "--sign KEYID:FILE" into "--sign=KEYID:FILE" when the
+// next argument starts with something shaped like a key ID (8, 16 or 40
+// hex digits), since --sign alone is a flag; a host:port target does not
+// look like one. "--sign=KEYID:FILE" always works.
+func regroupSign(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if (a == "--sign" || a == "-sign" || a == "-s") && i+1 < len(args) {
+			if id, _, ok := strings.Cut(args[i+1], ":"); ok && looksLikeKeyID(id) {
+				out = append(out, a+"="+args[i+1])
+				i++
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func looksLikeKeyID(s string) bool {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	if n := len(s); n != 8 && n != 16 && n != 40 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
 }
 
 func orUnknown(s string) string {

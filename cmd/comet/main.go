@@ -33,6 +33,7 @@ import (
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
+	"github.com/comet-go/comet/signature"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
@@ -125,6 +126,14 @@ wait:
 			if err != nil {
 				logger.Error("SIGHUP: whitelists not reloaded", "err", err)
 			}
+			if opts.trust != nil {
+				// A bad key file keeps the keys in use.
+				if err := opts.trust.Reload(); err != nil {
+					logger.Error("SIGHUP: OpenPGP keys not reloaded; the previous keys stay in use", "err", err)
+				} else {
+					logger.Info("SIGHUP: OpenPGP keys reloaded", "trusted", opts.trust.Current().Trusted.Len())
+				}
+			}
 		case <-ctx.Done():
 			logger.Info("signal received; shutting down", "timeout", opts.shutdownTimeout)
 			break wait
@@ -161,6 +170,12 @@ type options struct {
 	natsCreds                 string
 	natsCA, natsCert, natsKey string
 	replicas                  int
+	senderAuth, subAuth       bool
+	trustedKeys, publicKeys   string
+	keyID, passphraseFile     string
+	secretKeys, sign          string
+	authTimeout               time.Duration
+	trust                     *signature.Trust // loaded by config; reloaded on SIGHUP
 	node                      string
 	maxEventSize              int
 	receiveTimeout            time.Duration
@@ -222,6 +237,15 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.castWLFile, "broadcast-whitelist-file", "", "file of networks allowed to subscribe, added to --broadcast-whitelist; re-read on SIGHUP")
 	fs.IntVar(&o.maxConns, "max-connections", DefaultMaxConns, "open connections per listener; more are closed at accept (0: no limit)")
 	fs.IntVar(&o.maxPerPeer, "max-connections-per-peer", DefaultMaxConnsPerPeer, "open connections per listener from one source address (0: no limit)")
+	fs.BoolVar(&o.senderAuth, "sender-auth", false, "accept only events signed with OpenPGP by their author (AuthorIVORN = the signer's user ID) or by a key the author certified; keys from --trusted-keys")
+	fs.BoolVar(&o.subAuth, "subscriber-auth", false, "serve only subscribers whose authenticate reply is signed by a key from --trusted-keys")
+	fs.StringVar(&o.trustedKeys, "trusted-keys", "", "OpenPGP public keys trusted fully: a file or a directory of files, armoured or binary (gpg --export; not pubring.kbx); re-read on SIGHUP")
+	fs.StringVar(&o.publicKeys, "public-keys", "", "more OpenPGP public keys, not trusted themselves: notaries whose user ID a trusted key certified; re-read on SIGHUP")
+	fs.StringVar(&o.keyID, "key-id", "", "sign this broker's authenticate replies to upstream brokers with this OpenPGP key (fingerprint, long or short ID) from --secret-keys")
+	fs.StringVar(&o.passphraseFile, "passphrase-file", "", "file whose first line is the passphrase of --key-id")
+	fs.StringVar(&o.secretKeys, "secret-keys", "", "exported OpenPGP secret key file holding --key-id (gpg --export-secret-keys)")
+	fs.StringVar(&o.sign, "sign", "", "KEYID:PASSPHRASE_FILE, the same as --key-id KEYID --passphrase-file PASSPHRASE_FILE (Comet's late 2012 form)")
+	fs.DurationVar(&o.authTimeout, "auth-timeout", egress.DefaultAuthTimeout, "with --subscriber-auth, how long a subscriber has to send a signed authenticate reply")
 	fs.IntVar(&o.testInterval, "broadcast-test-interval", 3600, "seconds between test events sent to subscribers; 0 disables")
 	fs.Var((*countOpt)(&o.verbose), "v", "more logging (repeatable)")
 	fs.Var((*countOpt)(&o.verbose), "verbose", "more logging (repeatable)")
@@ -419,6 +443,9 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	var err2 error
 	if cfg.ReceiveWhitelist, cfg.BroadcastWhitelist, err2 = o.whitelists(); err2 != nil {
 		return cfg, usageError{err2.Error()}
+	}
+	if o.trust, err = o.openpgp(&cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
