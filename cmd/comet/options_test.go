@@ -1,0 +1,88 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+const vectors = "../../../shared/testdata/openpgp/"
+
+// Options that cannot work together, or files that cannot be used, are
+// start-up errors that say what to do, before anything is bound.
+func TestBusAndOpenPGPOptionErrors(t *testing.T) {
+	base := []string{"--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir()}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-r", "--replicas", "3"}, "--replicas needs --nats"},
+		{[]string{"-r", "--nats-creds", "x.creds"}, "need --nats"},
+		{[]string{"-r", "--nats-tls-ca", "ca.pem"}, "need --nats"},
+		{[]string{"-r", "--nats", "nats://127.0.0.1:4222", "--replicas", "7"}, "between 1 and 5"},
+		{[]string{"-r", "--nats", "nats://127.0.0.1:4222", "--nats-listen", "127.0.0.1:0"}, "--nats-listen exposes the embedded bus"},
+		{[]string{"-r", "--nats", "nats://127.0.0.1:4222", "--nats-creds", "/nonexistent.creds"}, "--nats-creds"},
+		{[]string{"-r", "--nats", "nats://127.0.0.1:4222", "--nats-tls-cert", "c.pem"}, "needs both"},
+		{[]string{"-r", "--sender-auth"}, "need --trusted-keys"},
+		{[]string{"-b", "--sender-auth", "--trusted-keys", vectors + "author.pub.asc"}, "needs --receive"},
+		{[]string{"-r", "--subscriber-auth", "--trusted-keys", vectors + "author.pub.asc"}, "needs --broadcast"},
+		{[]string{"-r", "--trusted-keys", vectors + "author.pub.asc"}, "give one of them"},
+		{[]string{"-r", "--sender-auth", "--trusted-keys", "/nonexistent/keys.asc"}, "/nonexistent/keys.asc"},
+		{[]string{"-r", "--sender-auth", "--trusted-keys", vectors + "author.sec.asc"}, "secret"},
+		{[]string{"-r", "--key-id", "9802FF2D"}, "needs --passphrase-file and --secret-keys"},
+		{[]string{"-r", "--key-id", "9802FF2D", "--passphrase-file", vectors + "passphrase.txt", "--secret-keys", vectors + "author.sec.asc"}, "needs --subscribe"},
+		{[]string{"--subscribe", "localhost", "--key-id", "9802FF2D", "--passphrase-file", vectors + "author.pub.asc", "--secret-keys", vectors + "author.sec.asc"}, "wrong passphrase"},
+		{[]string{"--subscribe", "localhost", "--key-id", "9802FF2D", "--passphrase-file", "/nonexistent/pass", "--secret-keys", vectors + "author.sec.asc"}, "/nonexistent/pass"},
+		{[]string{"--subscribe", "localhost", "--sign", "9802FF2D", "--secret-keys", vectors + "author.sec.asc"}, "KEYID:PASSPHRASE_FILE"},
+		{[]string{"--subscribe", "localhost", "--sign", "9802FF2D:" + vectors + "passphrase.txt", "--key-id", "9802FF2D", "--secret-keys", vectors + "author.sec.asc"}, "not both"},
+		{[]string{"-b", "--subscriber-auth", "--trusted-keys", vectors + "listener.pub.asc", "--auth-timeout", "0s"}, "--auth-timeout"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			o, err := parseArgs(append(append([]string{}, base...), c.args...), io.Discard)
+			if err == nil {
+				_, err = o.config(nil)
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// The OpenPGP options set the broker's hooks: a sender-auth broker checks
+// with the trusted keys, and a signing subscriber signs with the given key
+// (both forms of the key options).
+func TestOpenPGPOptionsSetTheHooks(t *testing.T) {
+	for _, signing := range [][]string{
+		{"--key-id", "486658CA5AAD0680E4D75E445EFA82579802FF2D", "--passphrase-file", vectors + "passphrase.txt"},
+		{"--sign", "9802FF2D:" + vectors + "passphrase.txt"},
+	} {
+		args := append([]string{"-r", "-b", "--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir(),
+			"--sender-auth", "--subscriber-auth", "--trusted-keys", vectors + "author.pub.asc",
+			"--subscribe", "localhost", "--secret-keys", vectors + "author.sec.asc"}, signing...)
+		o, err := parseArgs(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := o.config(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.VerifyEvent == nil || cfg.VerifySubscriber == nil || cfg.SignReplies == nil || o.trust == nil {
+			t.Fatalf("hooks not all set: %+v", cfg)
+		}
+		signed, err := cfg.SignReplies([]byte(`<?xml version="1.0"?>` + "\n" + `<trn:Transport xmlns:trn="http://telescope-networks.org/schema/Transport/v1.1" role="authenticate" version="1.0"/>` + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Signed by the author key, which is trusted: a subscriber reply
+		// passes; as an event it has no AuthorIVORN and fails the identity rule.
+		if signer, err := cfg.VerifySubscriber(signed); err != nil || !strings.Contains(signer, "486658CA5AAD0680E4D75E445EFA82579802FF2D") {
+			t.Errorf("VerifySubscriber: %q %v", signer, err)
+		}
+		if _, err := cfg.VerifyEvent(signed, ""); err == nil {
+			t.Error("VerifyEvent accepted a document without AuthorIVORN")
+		}
+	}
+}
