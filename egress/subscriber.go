@@ -276,10 +276,10 @@ func (s *subscriber) readLoop() {
 					s.close("authentication failed: " + err.Error())
 					return
 				}
-				s.signer.Store(&signer)
-				s.log.Info("subscriber authenticated", "signer", signer)
 				s.setFilters(msg.Filters) // before any event can be queued
+				s.signer.Store(&signer)
 				s.verified.Store(true)
+				s.log.Info("subscriber authenticated", "signer", signer)
 				continue
 			}
 			s.setFilters(msg.Filters)

@@ -104,14 +104,17 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer stopDebug()
 	}
+	// Catch SIGHUP before the listeners open: a reload sent as soon as the
+	// port answers must wait for start-up, not kill the process (SIGHUP's
+	// default action).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	b, err := broker.Start(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "comet: %v\n", err)
 		return 2
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	status := 0
 wait:
 	for {
