@@ -1,9 +1,11 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -214,25 +216,41 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 		if !isKeyExists(err) {
 			return 0, fmt.Errorf("bus: recording %s as seen: %w", key, err)
 		}
-		e, err := c.kv.Get(ctx, key)
+		// Not c.kv.Get: the bucket allows direct gets, which any replica
+		// answers, and one that has not applied the record yet says "not
+		// found" although Create just said it exists.
+		e, err := b.seenRecord(ctx, c, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) && attempt < 3 {
 			continue // released by a failed publish since our Create
 		}
 		if err != nil {
 			return 0, fmt.Errorf("bus: reading seen-record %s: %w", key, err)
 		}
-		age := time.Since(e.Created())
-		if age < b.cfg.ClaimTimeout || age >= b.cfg.DupWindow {
+		age := time.Since(e.created)
+		if age >= b.cfg.DupWindow {
 			return Duplicate, nil
 		}
+		// A young claim is a publish in flight, or one that died with its
+		// process (the author then retries at once, often through another
+		// ingress). Wait for the stream to hold the event; if the claim
+		// reaches ClaimTimeout first, it is stale: take it over below.
 		stored, err := b.stored(ctx, key)
+		for err == nil && !stored && age < b.cfg.ClaimTimeout {
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("bus: waiting for the claim on %s: %w", key, ctx.Err())
+			case <-time.After(min(b.cfg.ClaimTimeout-age, 250*time.Millisecond)):
+			}
+			age = time.Since(e.created)
+			stored, err = b.stored(ctx, key)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("bus: looking for %s on the stream: %w", key, err)
 		}
 		if stored {
 			return Duplicate, nil
 		}
-		rev, err = c.kv.Update(ctx, key, recordValue(time.Now()), e.Revision())
+		rev, err = c.kv.Update(ctx, key, recordValue(time.Now()), e.revision)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isKeyExists(err) {
 			return Duplicate, nil // another process took it over first
 		}
@@ -386,4 +404,55 @@ func headerValue(s string) string {
 		s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
 	}
 	return s
+}
+
+// record is a seen-record as its stream's leader has it.
+type record struct {
+	created  time.Time
+	revision uint64
+}
+
+// seenRecord reads the seen-record of key from the bucket stream's leader
+// ($JS.API.STREAM.MSG.GET, not a direct get), so it sees every write
+// acknowledged before. A deleted or purged key is ErrKeyNotFound.
+func (b *Bus) seenRecord(ctx context.Context, c *conn, key string) (record, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + SeenBucket + "." + key})
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.RequestTimeout)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+SeenBucket, req)
+	if err != nil {
+		return record{}, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64    `json:"seq"`
+			Hdrs []byte    `json:"hdrs"`
+			Time time.Time `json:"time"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return record{}, fmt.Errorf("bus: bad STREAM.MSG.GET reply: %w", err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound) {
+			return record{}, jetstream.ErrKeyNotFound
+		}
+		return record{}, fmt.Errorf("bus: STREAM.MSG.GET: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
+	}
+	if resp.Message == nil {
+		return record{}, errors.New("bus: empty STREAM.MSG.GET reply")
+	}
+	// A Delete or Purge leaves a marker with a KV-Operation header.
+	if bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")) {
+		return record{}, jetstream.ErrKeyNotFound
+	}
+	return record{created: resp.Message.Time, revision: resp.Message.Seq}, nil
 }

@@ -16,14 +16,18 @@ import (
 func (b *Bus) provision(ctx context.Context) error {
 	js := b.conns[0].js
 	want := b.streamConfig()
-	s, err := js.Stream(ctx, StreamName)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			// Lost a race with another process, or it differs: look.
-			s, err = js.Stream(ctx, StreamName)
+	var s jetstream.Stream
+	err := b.retryUnanswered(ctx, "stream "+StreamName, func(ctx context.Context) (err error) {
+		s, err = js.Stream(ctx, StreamName)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s, err = js.CreateStream(ctx, want)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				// Lost a race with another process, or it differs: look.
+				s, err = js.Stream(ctx, StreamName)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("bus: provisioning stream %s: %w", StreamName, err)
 	}
@@ -40,17 +44,25 @@ func (b *Bus) provision(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
 	}
-	kv, err := js.KeyValue(ctx, SeenBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, kvWant)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, SeenBucket)
+	var kv jetstream.KeyValue
+	err = b.retryUnanswered(ctx, "bucket "+SeenBucket, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, SeenBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, kvWant)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, SeenBucket)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("bus: provisioning bucket %s: %w", SeenBucket, err)
 	}
-	st, err := kv.Status(ctx)
+	var st jetstream.KeyValueStatus
+	err = b.retryUnanswered(ctx, "bucket "+SeenBucket, func(ctx context.Context) (err error) {
+		st, err = kv.Status(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("bus: bucket %s: %w", SeenBucket, err)
 	}
