@@ -59,7 +59,11 @@ func (b *Bus) ConsumeEvents(ctx context.Context, durable string, h func(*Deliver
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	c := &Consumer{b: b, durable: durable, h: h, ctx: cctx, cancel: cancel, done: make(chan struct{})}
-	it, err := c.start(ctx)
+	var it jetstream.MessagesContext
+	err := b.retryUnanswered(ctx, "consumer "+durable, func(ctx context.Context) (err error) {
+		it, err = c.start(ctx)
+		return err
+	})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -97,7 +101,13 @@ func (c *Consumer) start(ctx context.Context) (jetstream.MessagesContext, error)
 	if err != nil {
 		return nil, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(c.b.cfg.Prefetch, c.b.cfg.PrefetchBytes))
+	// A pull request lives on the consumer's leader. If the leader
+	// changes (a NATS node dies, a step-down) while this connection
+	// survives, the request is silently gone; only missing heartbeats
+	// tell. nats.go's default (30 s expiry, 15 s heartbeat) noticed that
+	// after 30 s; these notice it after 2 x PullHeartbeat.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(c.b.cfg.Prefetch, c.b.cfg.PrefetchBytes),
+		jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("bus: consuming %s: %w", c.durable, err)
 	}
@@ -190,6 +200,17 @@ func (b *Bus) durable(ctx context.Context, name string, last uint64) (jetstream.
 	if info.Config.DeliverSubject != "" || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
 		return nil, fmt.Errorf("bus: consumer %s exists but is not a pull consumer with explicit acks", name)
 	}
+	if have := info.Config; have.AckWait != b.cfg.AckWait || have.MaxAckPending != b.cfg.MaxAckPending {
+		// Our own durable: its delivery limits follow this process's
+		// settings (they change with the subscriber queue length).
+		upd := have
+		upd.AckWait, upd.MaxAckPending = b.cfg.AckWait, b.cfg.MaxAckPending
+		if cons, err = js.UpdateConsumer(ctx, StreamName, upd); err != nil {
+			return nil, fmt.Errorf("bus: updating consumer %s: %w", name, err)
+		}
+		b.log.Info("consumer updated", "durable", name, "ack_wait", upd.AckWait, "max_ack_pending", upd.MaxAckPending)
+		info = cons.CachedInfo()
+	}
 	if info.NumWaiting > 0 && info.NumAckPending > 0 {
 		// Someone else is pulling from this durable (two processes with
 		// one --node): rewinding would re-send what it has in flight.
@@ -239,7 +260,11 @@ func (b *Bus) Pending(ctx context.Context, durable string) (uint64, error) {
 	if err := checkDurable(durable); err != nil {
 		return 0, err
 	}
-	cons, err := b.conns[0].js.Consumer(ctx, StreamName, durable)
+	var cons jetstream.Consumer
+	err := b.retryUnanswered(ctx, "consumer "+durable, func(ctx context.Context) (err error) {
+		cons, err = b.conns[0].js.Consumer(ctx, StreamName, durable)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return 0, nil
 	}

@@ -109,9 +109,11 @@ func (b *Bus) StageSubscriber(name string, opts StageOptions) (message.Subscribe
 	}
 	s := &stageSubscriber{b: b, name: name, durable: StageDurablePrefix + name, opts: opts,
 		log: b.log.With("durable", StageDurablePrefix+name)}
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
-	defer cancel()
-	cons, err := b.stageConsumer(ctx, s.durable, opts, 0)
+	var cons jetstream.Consumer
+	err := b.retryUnanswered(context.Background(), "consumer "+s.durable, func(ctx context.Context) (err error) {
+		cons, err = b.stageConsumer(ctx, s.durable, opts, 0)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
