@@ -36,9 +36,21 @@ const (
 	// a subscriber whose queue is full is dropped.
 	DefaultQueueLen = 1024
 	// DefaultMaxInFlight bounds the events sent to one subscriber and not
-	// yet acknowledged; past it the subscriber is dropped at once rather
-	// than at the next tick, so it cannot hold back the bus consumer.
+	// yet acknowledged; at it the subscriber's writer waits for acks, and
+	// drops the subscriber after AckStallTimeout without one, rather than
+	// waiting for the next tick, so it cannot hold back the bus consumer
+	// long.
 	DefaultMaxInFlight = 1024
+	// DefaultQueueWait is how long an event waits for room in a full
+	// subscriber queue before the subscriber is dropped as too slow.
+	DefaultQueueWait = time.Second
+	// DefaultAckStallTimeout is how long a subscriber with MaxInFlight
+	// events unacknowledged may go without acknowledging one before it is
+	// dropped. Until then its writer waits: a burst (a backlog replayed
+	// after a bus failover) must not cost a healthy subscriber its
+	// connection, while one that reads but never acks holds the others back
+	// at most this long.
+	DefaultAckStallTimeout = 10 * time.Second
 	// DefaultWriteTimeout bounds one write to a subscriber's socket.
 	DefaultWriteTimeout = 30 * time.Second
 	// MaxBadMessages: a subscriber that sends this many unparsable or
@@ -69,6 +81,8 @@ type Broadcaster struct {
 	MaxUnacked       int           // 0 = DefaultMaxUnacked
 	QueueLen         int           // 0 = DefaultQueueLen
 	MaxInFlight      int           // 0 = DefaultMaxInFlight
+	AckStallTimeout  time.Duration // 0 = DefaultAckStallTimeout
+	QueueWait        time.Duration // 0 = DefaultQueueWait
 	WriteTimeout     time.Duration // 0 = DefaultWriteTimeout
 	MaxFrame         int           // 0 = vtp.DefaultMaxFrame
 	Limits           accept.Limits // open connections per listener; zero = unlimited
@@ -262,6 +276,8 @@ func (b *Broadcaster) add(conn net.Conn) {
 		peer:  conn.RemoteAddr().String(),
 		queue: make(chan item, qlen),
 		done:  make(chan struct{}),
+
+		ackSignal: make(chan struct{}, 1),
 	}
 	s.log = b.logger().With("subscriber", s.peer)
 	// Ask for filters at once, but never wait for the answer: pygcn never

@@ -38,6 +38,8 @@ type subscriber struct {
 	signer        atomic.Pointer[string] // who signed it
 	authTimer     *time.Timer            // set before the goroutines start; nil without VerifySubscriber
 
+	ackSignal chan struct{} // an ack arrived (capacity 1; wakes a writer waiting at MaxInFlight)
+
 	mu               sync.Mutex
 	aliveOutstanding int64      // probes sent and not answered
 	inflight         []*tracker // events sent and not acknowledged, oldest first
@@ -58,12 +60,13 @@ type item struct {
 	ev    *event
 }
 
-// offer queues an item without ever blocking: a subscriber whose queue is
-// full is too slow to keep and is dropped. An event takes a share of its
-// tracker here, given back when the writer finds it does not match, or
-// when it is acknowledged, or when the subscriber is dropped. Holding mu
-// while queueing means close (which drains the queue under mu) sees every
-// share taken.
+// offer queues an item. An event takes a share of its tracker here, given
+// back when the writer finds it does not match, or when it is
+// acknowledged, or when the subscriber is dropped. Holding mu while
+// queueing means close (which drains the queue under mu) sees every share
+// taken. A full queue is waited on for at most QueueWait: a burst (a
+// backlog replayed after a failover) drains in microseconds, while a
+// subscriber that stopped reading is dropped.
 func (s *subscriber) offer(it item) {
 	var t *tracker
 	if it.ev != nil {
@@ -84,10 +87,51 @@ func (s *subscriber) offer(it item) {
 	default:
 	}
 	s.mu.Unlock()
+	wait := time.NewTimer(orDefault(s.b.QueueWait, DefaultQueueWait))
+	defer wait.Stop()
+	select {
+	case s.queue <- it:
+		// close may have drained the queue before this send landed; then
+		// what is left there is ours to give back.
+		s.mu.Lock()
+		var owed []*tracker
+		if s.closed {
+			owed = s.drainLocked()
+		}
+		s.mu.Unlock()
+		releaseAll(owed)
+		return
+	case <-s.done:
+	case <-wait.C:
+		s.close(fmt.Sprintf("outgoing queue full for %v: subscriber too slow", orDefault(s.b.QueueWait, DefaultQueueWait)))
+	}
 	if t != nil {
 		t.release()
 	}
-	s.close("outgoing queue full: subscriber too slow")
+}
+
+// drainLocked empties the queue (mu held, after closed is set, so nothing
+// more can be queued) and returns the trackers whose shares it held.
+func (s *subscriber) drainLocked() []*tracker {
+	var owed []*tracker
+	for {
+		select {
+		case it := <-s.queue:
+			if it.ev != nil {
+				owed = append(owed, it.ev.t)
+			}
+		default:
+			return owed
+		}
+	}
+}
+
+func releaseAll(ts []*tracker) {
+	for _, t := range ts {
+		if t != nil {
+			t.release()
+		}
+	}
 }
 
 // admit decides, in the writer, whether a queued item goes out: Transport
@@ -106,21 +150,41 @@ func (s *subscriber) admit(it item) bool {
 			return false
 		}
 	}
-	s.mu.Lock()
-	if s.closed {
+	var stall *time.Timer
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			t.release()
+			return false
+		}
+		if len(s.inflight) < s.maxInFlight() {
+			s.inflight = append(s.inflight, t)
+			s.mu.Unlock()
+			if stall != nil {
+				stall.Stop()
+			}
+			return true
+		}
 		s.mu.Unlock()
-		t.release()
-		return false
+		// At the limit: wait for the subscriber to catch up, but not
+		// forever (see DefaultAckStallTimeout).
+		if stall == nil {
+			stall = time.NewTimer(orDefault(s.b.AckStallTimeout, DefaultAckStallTimeout))
+		}
+		select {
+		case <-s.ackSignal:
+		case <-s.done:
+			stall.Stop()
+			t.release()
+			return false
+		case <-stall.C:
+			t.release()
+			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged for %v)",
+				s.maxInFlight(), orDefault(s.b.AckStallTimeout, DefaultAckStallTimeout)))
+			return false
+		}
 	}
-	if len(s.inflight) >= s.maxInFlight() {
-		s.mu.Unlock()
-		t.release()
-		s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", s.maxInFlight()))
-		return false
-	}
-	s.inflight = append(s.inflight, t)
-	s.mu.Unlock()
-	return true
 }
 
 // acked handles one ack: acks are counted, not matched to ivorns, as in
@@ -136,6 +200,10 @@ func (s *subscriber) acked() {
 	s.inflight[0] = nil
 	s.inflight = s.inflight[1:]
 	s.mu.Unlock()
+	select {
+	case s.ackSignal <- struct{}{}:
+	default:
+	}
 	if t != nil {
 		t.release()
 	}
@@ -162,25 +230,11 @@ func (s *subscriber) close(reason string) {
 		owed := s.inflight
 		s.inflight = nil
 		// Events still queued hold shares too; nothing can be queued after
-		// this (offer checks closed under mu).
-	drain:
-		for {
-			select {
-			case it := <-s.queue:
-				if it.ev != nil {
-					owed = append(owed, it.ev.t)
-				}
-			default:
-				break drain
-			}
-		}
+		// this but by an offer already waiting, which drains it itself.
+		owed = append(owed, s.drainLocked()...)
 		s.mu.Unlock()
 		// A dropped subscriber no longer holds events back on the bus.
-		for _, t := range owed {
-			if t != nil {
-				t.release()
-			}
-		}
+		releaseAll(owed)
 	})
 }
 

@@ -233,3 +233,70 @@ func TestSameEventAtTwoIngressesAcceptedOnce(t *testing.T) {
 		t.Errorf("subscriber got %d events, want each of the %d once", got, rounds)
 	}
 }
+
+// A backlog larger than a subscriber's in-flight window (an egress coming
+// back after the bus or the egress itself was down) reaches a subscriber
+// that keeps acknowledging, all of it, without dropping it.
+func TestBacklogBurstDoesNotDropAHealthySubscriber(t *testing.T) {
+	url := externalBus(t)
+	ingress := start(t, func(c *broker.Config) {
+		c.Broadcast, c.NATSURL, c.EventDB, c.Node, c.Logger = nil, url, "", "ingress", quietLogger()
+	})
+	egressCfg := func(c *broker.Config) {
+		c.Receive, c.NATSURL, c.EventDB, c.Node, c.Logger = nil, url, "", "egress", quietLogger()
+		c.Grace = 500 * time.Millisecond
+	}
+	first := start(t, egressCfg) // creates the durable egress-egress
+	// One event through it proves the durable exists and is consumed.
+	probe, err := vtptest.Dial(castAddr(first), vtptest.Comet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(10*time.Second, func() bool { return first.Broadcaster().Subscribers() == 1 }) {
+		t.Fatal("probe subscriber did not connect")
+	}
+	mustAck(t, recvAddr(ingress), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/burst#probe"))
+	if !probe.WaitEvents(1, 10*time.Second) {
+		t.Fatal("probe event not delivered")
+	}
+	probe.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 2500 // more than egress.DefaultMaxInFlight (1024) and a queue (1024)
+	tmpl := benchEvent(t)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m, err := vtptest.Submit(recvAddr(ingress), vtptest.WithIVORN(tmpl, fmt.Sprintf("ivo://test.author/burst#%d", i)), 10*time.Second)
+			if err != nil || m.Role != vtp.RoleAck {
+				t.Errorf("event %d: %+v %v", i, m, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	second := start(t, egressCfg) // replays the backlog after the grace
+	sub, err := vtptest.Dial(castAddr(second), vtptest.Comet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if !sub.WaitEvents(n, 60*time.Second) {
+		t.Fatalf("subscriber got %d of %d backlog events (closed: %v, %v)", sub.Count(), n, sub.Closed(), sub.Err())
+	}
+	if sub.Closed() {
+		t.Fatalf("healthy subscriber dropped: %v", sub.Err())
+	}
+}
