@@ -194,10 +194,11 @@ func (b *Bus) checkEvent(ev *Event) error {
 // The seen-record (KV Create) is a claim made before the publish. If the
 // process dies between the two, the claim would make the author's retry a
 // Duplicate and lose the event. So an existing record younger than
-// ClaimTimeout is a Duplicate (its publish may still be in flight), and
-// one aged between ClaimTimeout and DupWindow counts only if the stream
-// holds the event; if not, the claim is stale and this call takes it over
-// (revision-guarded, so one taker wins) and publishes. A late publish by
+// DupWindow counts only if the stream holds the event: while the record is
+// younger than ClaimTimeout (its publish may still be in flight) this call
+// waits for the event to appear, and once it is older the claim is stale
+// and this call takes it over (revision-guarded, so one taker wins) and
+// publishes. A late publish by
 // the original claimant is then dropped by the stream's Nats-Msg-Id
 // window. Records older than DupWindow are Duplicates unconditionally.
 // Record ages use the server's timestamp of the record, so with an
