@@ -210,9 +210,18 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 	c := b.pick()
 	key := ev.SHA1
 	for attempt := 0; ; attempt++ {
-		rev, err := c.kv.Create(ctx, key, recordValue(time.Now()))
+		// Each call gets RequestTimeout, not the whole of ctx: a reply lost
+		// with a dying NATS node would otherwise hold the author until its
+		// deadline. Asking again finds our own claim and waits on it.
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+		rev, err := c.kv.Create(cctx, key, recordValue(time.Now()))
+		cancel()
 		if err == nil {
 			return b.publish(ctx, c, ev, rev)
+		}
+		if unanswered(err) && ctx.Err() == nil && attempt < maxUnansweredClaims {
+			b.log.Warn("no answer to the seen-record claim; asking again", "sha1", key, "err", err)
+			continue
 		}
 		if !isKeyExists(err) {
 			return 0, fmt.Errorf("bus: recording %s as seen: %w", key, err)
@@ -263,10 +272,16 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 	}
 }
 
+// maxUnansweredClaims bounds how often Ingest repeats an unanswered claim
+// within the caller's deadline.
+const maxUnansweredClaims = 4
+
 // publish stores a claimed event and waits for the stream's ack. On
 // failure it releases the claim, unless the event may be stored after all.
 func (b *Bus) publish(ctx context.Context, c *conn, ev *Event, rev uint64) (Outcome, error) {
-	pa, err := c.js.PublishMsg(ctx, b.message(ev))
+	pctx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+	pa, err := c.js.PublishMsg(pctx, b.message(ev))
+	cancel()
 	if err == nil {
 		if pa.Stream == StreamName {
 			return Accepted, nil // a Duplicate ack also means stored
