@@ -275,7 +275,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on HOST:PORT (for profiling; keep it on loopback)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: comet [options]\n\nA VOEvent broker. Give at least one of --receive and --broadcast.\n\nOptions:\n")
+		fmt.Fprintf(fs.Output(), "usage: comet [options]\n       comet tap --nats URL [options]   (the bus as JSON lines; comet tap -h)\n\nA VOEvent broker. Give at least one of --receive, --broadcast, --subscribe and a handler.\n\nOptions:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(regroup(args)); err != nil {
