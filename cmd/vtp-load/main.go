@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,10 +28,19 @@ broadcast port ack every event they receive. Each copy is the file with its
 root ivorn replaced by PREFIX-SEQ. Prints ack and end-to-end latency
 percentiles, throughput, losses, duplicates, naks and errors.
 
+-receive may list several receive ports (the ingresses of a scaled-out
+broker), comma-separated: worker i starts on the (i mod count)-th, and moves
+to the next after an attempt that got no receipt. With -retry, such an event
+is submitted again, with the same bytes, on the next port (pausing 50 ms,
+doubling up to 1 s) until it is acked or naked or -retry has passed since
+its first attempt. A nak after a failed attempt is reported apart ("naked
+after a failed attempt"): it may be a "previously seen" for an event the
+failed attempt stored, and does not fail the run.
+
 Exit status: 0 if every event was accepted and delivered exactly once to
-every subscriber; 1 if any was lost, duplicated, naked or errored (or the run
-was interrupted); 2 on a usage or setup error. The report is printed either
-way.
+every subscriber; 1 if any was lost, duplicated, naked or errored (or, with
+-retry, given up; or the run was interrupted); 2 on a usage or setup error.
+The report is printed either way.
 
 flags:
 `
@@ -45,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	var (
-		receive   = fs.String("receive", "127.0.0.1:8098", "broker's event submission (author) `address`")
+		receive   = fs.String("receive", "127.0.0.1:8098", "broker's event submission (author) `address`es, comma-separated")
 		broadcast = fs.String("broadcast", "127.0.0.1:8099", "broker's subscription `address`")
 		n         = fs.Int("n", 10000, "number of events to submit")
 		c         = fs.Int("c", 32, "concurrent submitting workers (one connection each at a time)")
@@ -53,7 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rate      = fs.Float64("rate", 0, "submission rate in events/s (0 = as fast as possible)")
 		file      = fs.String("file", "", "VOEvent template `file` (required), e.g. testdata/bench/gbm_flt_pos_v20.xml")
 		prefix    = fs.String("prefix", "", "ivorn `prefix` of the run's events (default: the template's ivorn up to '#', then #vtp-load-RUNID)")
-		timeout   = fs.Duration("timeout", 20*time.Second, "per submission limit, connect to receipt; also the subscriber handshake limit")
+		timeout   = fs.Duration("timeout", 20*time.Second, "per attempt limit, connect to receipt; also the subscriber handshake limit")
+		retry     = fs.Duration("retry", 0, "retry an event that got no receipt on the next -receive address for up to this `duration` from its first attempt (0 = no retry)")
 		settle    = fs.Duration("settle", 5*time.Second, "longest wait for deliveries after the last submission")
 		pid       = fs.Int("pid", 0, "broker `pid`: report its CPU per event and peak RSS from /proc")
 		maxFrame  = fs.Int("max-frame", vtp.DefaultMaxFrame, "largest frame sent or read, in `bytes`")
@@ -84,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := loadgen.Run(ctx, loadgen.Config{
-		ReceiveAddr:   *receive,
+		ReceiveAddrs:  receiveAddrs(*receive),
 		BroadcastAddr: *broadcast,
 		Events:        *n,
 		Concurrency:   *c,
@@ -93,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Template:      tmpl,
 		IVORNPrefix:   *prefix,
 		Timeout:       *timeout,
+		RetryFor:      *retry,
 		Settle:        *settle,
 		BrokerPID:     *pid,
 		MaxFrame:      *maxFrame,
@@ -119,4 +131,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// receiveAddrs splits -receive at commas; an empty element is left for
+// loadgen to refuse.
+func receiveAddrs(s string) []string {
+	addrs := strings.Split(s, ",")
+	for i, a := range addrs {
+		addrs[i] = strings.TrimSpace(a)
+	}
+	return addrs
 }

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/comet-go/comet/ingress"
+	"github.com/comet-go/comet/internal/loadgen"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
@@ -43,8 +43,8 @@ const (
 	loadDuration = 24 * time.Second
 	authors      = 32
 
-	attemptTimeout = 25 * time.Second // one submission, connect to receipt (the broker answers within its 20 s --receive-timeout)
-	eventDeadline  = 45 * time.Second // an author gives up on an event after this
+	attemptTimeout = 25 * time.Second // one submission attempt, connect to receipt (the broker answers within its 20 s --receive-timeout)
+	eventDeadline  = 45 * time.Second // an author starts no new attempt at an event after this
 	startWait      = 60 * time.Second // generous: 8 processes start on 2 cores, under -race
 	settleWait     = 60 * time.Second // deliveries after the last ack
 	restartDelay   = 2 * time.Second  // the killed egress comes back after this
@@ -104,17 +104,6 @@ func buildEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-// record is what one author saw of one event.
-type record struct {
-	start    time.Time // first attempt
-	end      time.Time // receipt, or giving up
-	acked    bool
-	nak      string // nak reason, if naked
-	via      int    // ingress that answered
-	failures int    // attempts that got no receipt (connect error, closed, timeout)
-	lastErr  string
 }
 
 // kill is one SIGKILL during the load.
@@ -267,30 +256,32 @@ func TestClusterSurvivesKills(t *testing.T) {
 	t.Logf("%d events sent to both ingresses at once: each got exactly one ack and one %q nak; all delivered %v after the last",
 		pairs, ingress.DuplicateReason, time.Since(t3).Round(time.Millisecond))
 
-	// --- Load through both ingresses, with staggered kills.
+	// --- Load through both ingresses, with staggered kills, driven by the
+	// repo's load tool in-process: its authors (workers) start half on
+	// each ingress and, when one gives no receipt, retry the same bytes
+	// through the other and stay there.
 	n := int(loadRate * loadDuration / time.Second)
-	recs := make([]record, n)
-	jobs := make(chan int)
-	var current [authors]atomic.Int32 // each author's ingress
+	results := make([]loadgen.Result, n) // by seq; each written once, by the worker that submitted it
+	var loadRep *loadgen.Report
+	var loadErr error
+	loadDone := make(chan struct{})
+	loadCtx, cancelLoad := context.WithCancel(context.Background())
+	defer func() { cancelLoad(); <-loadDone }() // if the test ends early
 	loadStart := time.Now()
-	go func() { // pacer: seq i released at loadStart + i/rate
-		defer close(jobs)
-		for i := range n {
-			if d := time.Until(loadStart.Add(time.Duration(i) * time.Second / loadRate)); d > 0 {
-				time.Sleep(d)
-			}
-			jobs <- i
-		}
-	}()
-	var wg sync.WaitGroup
-	for a := range authors {
-		current[a].Store(int32(a % 2))
-		wg.Go(func() {
-			for seq := range jobs {
-				submitWithFailover(&recs[seq], event(loadIVORN(seq)), inAddr, &current[a])
-			}
+	go func() {
+		defer close(loadDone)
+		loadRep, loadErr = loadgen.Run(loadCtx, loadgen.Config{
+			ReceiveAddrs: inAddr,
+			Events:       n,
+			Concurrency:  authors,
+			Rate:         loadRate,
+			Template:     template,
+			IVORNPrefix:  ivornBase + "load", // event seq is IVORNPrefix-seq: loadIVORN(seq)
+			Timeout:      attemptTimeout,
+			RetryFor:     eventDeadline,
+			OnResult:     func(r loadgen.Result) { results[r.Seq] = r },
 		})
-	}
+	}()
 
 	var kills []kill
 	var restarted []*subscriber
@@ -338,49 +329,58 @@ func TestClusterSurvivesKills(t *testing.T) {
 	kills = append(kills, kill{fmt.Sprintf("NATS %s (clients: %s; leader of: %s)", victim.name,
 		strings.Join(clients, ", "), leaders), time.Now()})
 
-	wg.Wait()
+	<-loadDone
 	loadEnd := time.Now()
+	if loadRep == nil {
+		t.Fatalf("load: %v", loadErr)
+	}
+	if loadErr != nil {
+		t.Errorf("load: %v", loadErr)
+	}
 
 	// --- Who must have what.
 	var acked, naks, failedFirst, gaveUp, retriedAcked int
 	var ackTimes []time.Time
-	var ackLat []time.Duration
 	var lastAck time.Time
 	seenNaks := map[int]string{}
-	for seq := range recs {
-		r := &recs[seq]
-		switch {
-		case r.acked:
+	for seq := range results {
+		r := &results[seq]
+		switch r.Outcome {
+		case loadgen.Acked:
 			acked++
-			ackTimes = append(ackTimes, r.end)
-			ackLat = append(ackLat, r.end.Sub(r.start))
-			if r.end.After(lastAck) {
-				lastAck = r.end
+			ackTimes = append(ackTimes, r.At)
+			if r.At.After(lastAck) {
+				lastAck = r.At
 			}
-			if r.failures > 0 {
+			if r.FailedAttempts() > 0 {
 				retriedAcked++
 			}
-		case r.nak != "":
+		case loadgen.Naked:
 			naks++
-			seenNaks[seq] = r.nak
-		default:
+			seenNaks[seq] = r.Nak
+		default: // given up, or never submitted
 			gaveUp++
 		}
-		if r.failures > 0 {
+		if r.FailedAttempts() > 0 {
 			failedFirst++
 		}
 	}
 	slices.SortFunc(ackTimes, func(a, b time.Time) int { return a.Compare(b) })
-	slices.Sort(ackLat)
+	if acked != loadRep.Accepted || naks != loadRep.Naked+loadRep.NakedAfterRetry || failedFirst != loadRep.Retried ||
+		gaveUp != loadRep.GaveUp+n-loadRep.Submitted {
+		t.Errorf("the load's per-event results (acked %d, naked %d, retried %d, gave up %d) disagree with its report:\n%s",
+			acked, naks, failedFirst, gaveUp, loadRep)
+	}
 
 	// Surviving egress subscribers and the stage: every acked event.
 	// Restarted egress: every event submitted after its kill.
 	egressKill := kills[1].at
-	mustA := func(seq int) bool { return recs[seq].acked }
-	mustB := func(seq int) bool { return recs[seq].acked && recs[seq].start.After(egressKill) }
+	isAcked := func(seq int) bool { return results[seq].Outcome == loadgen.Acked }
+	mustA := isAcked
+	mustB := func(seq int) bool { return isAcked(seq) && results[seq].Start.After(egressKill) }
 	missing := func(s *subscriber, must func(int) bool) []int {
 		var out []int
-		for seq := range recs {
+		for seq := range results {
 			if must(seq) && s.has(loadIVORN(seq)) == 0 {
 				out = append(out, seq)
 			}
@@ -389,8 +389,8 @@ func TestClusterSurvivesKills(t *testing.T) {
 	}
 	stageMissing := func() (miss []int, dups int) {
 		names := savedNames(t, saveDir)
-		for seq := range recs {
-			if recs[seq].acked && !names[stages.SaveName(loadIVORN(seq))] {
+		for seq := range results {
+			if isAcked(seq) && !names[stages.SaveName(loadIVORN(seq))] {
 				miss = append(miss, seq)
 			}
 		}
@@ -424,22 +424,25 @@ func TestClusterSurvivesKills(t *testing.T) {
 			inWindow++
 		}
 	}
-	t.Logf("load: %d events offered at %d/s for %v through 2 ingresses by %d authors (each retries through the other ingress when one gives no receipt)",
-		n, loadRate, loadDuration, authors)
-	t.Logf("  acked %d (%.1f events/s during the load; the last ack %v after it ended), naked %d, gave up %d; %d needed a retry (%d of them acked)",
+	t.Logf("load (internal/loadgen): %d events offered at %d/s for %v through 2 ingresses by %d authors (each retries through the other ingress when one gives no receipt, for up to %v)",
+		n, loadRate, loadDuration, authors, eventDeadline)
+	t.Logf("  acked %d (%.1f events/s during the load; the last ack %v after it ended), naked %d, gave up %d; %d needed a retry (%d of them acked); %d attempts got no receipt (%d timed out); pacing fell behind by up to %v",
 		acked, float64(inWindow)/loadDuration.Seconds(), lastAck.Sub(loadStart.Add(loadDuration)).Round(time.Millisecond),
-		naks, gaveUp, failedFirst, retriedAcked)
-	if len(ackLat) > 0 {
+		naks, gaveUp, failedFirst, retriedAcked, loadRep.Errors, loadRep.Timeouts, loadRep.ScheduleLagMax.Round(time.Millisecond))
+	if l := loadRep.AckLatency; l.Count > 0 {
 		t.Logf("  submission latency (first attempt to ack): p50 %v, p99 %v, max %v",
-			pct(ackLat, 0.50), pct(ackLat, 0.99), ackLat[len(ackLat)-1].Round(time.Millisecond))
+			l.P50.Round(100*time.Microsecond), l.P99.Round(100*time.Microsecond), l.Max.Round(time.Millisecond))
+	}
+	for _, e := range loadRep.ErrorSamples {
+		t.Logf("  failed attempt: %s", e)
 	}
 	for seq, reason := range seenNaks {
 		// Not an acked event, so not a loss by the test's rules; but if it
 		// was never delivered, the author was told "seen" about an event
 		// the broker dropped (see the bus's ClaimTimeout).
-		r := recs[seq]
+		r := results[seq]
 		t.Logf("  naked %s after %d failed attempt(s) (last: %s): %q; delivered to a1 %d times, saved by the stage: %v",
-			loadIVORN(seq), r.failures, r.lastErr, reason, subs[0][0].has(loadIVORN(seq)),
+			loadIVORN(seq), r.FailedAttempts(), r.LastErr, reason, subs[0][0].has(loadIVORN(seq)),
 			savedNames(t, saveDir)[stages.SaveName(loadIVORN(seq))])
 	}
 	t.Logf("  settle after the last submission: %v (all delivered: %v)", settle.Round(time.Millisecond), settled)
@@ -462,10 +465,10 @@ func TestClusterSurvivesKills(t *testing.T) {
 		// Authors of the killed ingress: time from the kill to their
 		// next ack, through the other ingress.
 		var worst time.Duration
-		for seq := range recs {
-			r := &recs[seq]
-			if r.acked && r.failures > 0 && r.start.Before(kills[0].at.Add(5*time.Second)) && r.end.After(kills[0].at) {
-				worst = max(worst, r.end.Sub(kills[0].at))
+		for seq := range results {
+			r := &results[seq]
+			if r.Outcome == loadgen.Acked && r.FailedAttempts() > 0 && r.Start.Before(kills[0].at.Add(5*time.Second)) && r.At.After(kills[0].at) {
+				worst = max(worst, r.At.Sub(kills[0].at))
 			}
 		}
 		t.Logf("ingress-2 kill: authors failed over to ingress-1; the last of their retried events was acked %v after the kill", worst.Round(time.Millisecond))
@@ -490,7 +493,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 		t.Errorf("only %d of %d events acked; authors gave up on %d", acked, n, gaveUp)
 	}
 	for seq, reason := range seenNaks {
-		if recs[seq].failures == 0 {
+		if results[seq].FailedAttempts() == 0 {
 			t.Errorf("%s, submitted once, was naked: %q", loadIVORN(seq), reason)
 		}
 	}
@@ -523,20 +526,20 @@ func TestClusterSurvivesKills(t *testing.T) {
 		}
 		if m := missing(s, mustA); len(m) > 0 {
 			lost += len(m)
-			t.Errorf("subscriber %s of egress-a lost %d acked events, e.g. %s", s.name, len(m), describe(recs, m))
+			t.Errorf("subscriber %s of egress-a lost %d acked events, e.g. %s", s.name, len(m), describe(results, m, inAddr))
 		}
 	}
 	for _, s := range restarted {
 		if m := missing(s, mustB); len(m) > 0 {
 			lost += len(m)
 			t.Errorf("subscriber %s of the restarted egress-b lost %d events accepted while it was down or after, e.g. %s",
-				s.name, len(m), describe(recs, m))
+				s.name, len(m), describe(results, m, inAddr))
 		}
 	}
 	sm, sdups := stageMissing()
 	if len(sm) > 0 {
 		lost += len(sm)
-		t.Errorf("the stage lost %d acked events, e.g. %s", len(sm), describe(recs, sm))
+		t.Errorf("the stage lost %d acked events, e.g. %s", len(sm), describe(results, sm, inAddr))
 	}
 	saved := savedNames(t, saveDir)
 	for _, iv := range pairIVORNs {
@@ -585,41 +588,6 @@ func restartedArrivals(subs []*subscriber) []arrival {
 }
 
 func loadIVORN(seq int) string { return fmt.Sprintf("%sload-%d", ivornBase, seq) }
-
-// submitWithFailover submits payload until it gets a receipt, through the
-// author's current ingress, switching to the other after each attempt that
-// got none (the ingress died, or could not store the event).
-func submitWithFailover(r *record, payload []byte, addrs []string, cur *atomic.Int32) {
-	r.start = time.Now()
-	deadline := r.start.Add(eventDeadline)
-	backoff := 50 * time.Millisecond
-	for {
-		i := int(cur.Load())
-		m, err := vtptest.Submit(addrs[i], payload, attemptTimeout)
-		if err == nil && m != nil {
-			r.end, r.via = time.Now(), i
-			if m.Role == vtp.RoleAck {
-				r.acked = true
-			} else {
-				r.nak = m.Result
-			}
-			return
-		}
-		r.failures++
-		if err != nil {
-			r.lastErr = err.Error()
-		} else {
-			r.lastErr = "closed without a receipt"
-		}
-		cur.Store(int32(1 - i))
-		if time.Now().After(deadline) {
-			r.end = time.Now()
-			return
-		}
-		time.Sleep(backoff)
-		backoff = min(2*backoff, time.Second)
-	}
-}
 
 // checkProvisioned: the stream and the bucket are replicated on all three
 // nodes, and every durable exists, replicated too.
@@ -837,17 +805,12 @@ func perSecond(times []time.Time, start time.Time) []int {
 	return out
 }
 
-func pct(sorted []time.Duration, p float64) time.Duration {
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)].Round(100 * time.Microsecond)
-}
-
-func describe(recs []record, seqs []int) string {
+func describe(results []loadgen.Result, seqs []int, inAddr []string) string {
 	var parts []string
 	for _, seq := range seqs[:min(3, len(seqs))] {
-		r := recs[seq]
+		r := results[seq]
 		parts = append(parts, fmt.Sprintf("%s (acked by ingress-%d at +%v after %d failed attempts)",
-			loadIVORN(seq), r.via+1, r.end.Sub(r.start).Round(time.Millisecond), r.failures))
+			loadIVORN(seq), slices.Index(inAddr, r.Addr)+1, r.At.Sub(r.Start).Round(time.Millisecond), r.FailedAttempts()))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -5,6 +5,12 @@
 // end-to-end latency percentiles, losses, duplicates, naks and errors, and
 // optionally the broker's CPU time per event and peak RSS from /proc.
 //
+// The workers can be spread over several receive ports (the ingresses of a
+// scaled-out broker) and can retry, like an author that fails over: an
+// attempt that gets no receipt is repeated, with the same bytes, on the
+// next port (Config.RetryFor). Config.OnResult tells the caller what
+// became of each event.
+//
 // The client side is built not to be the bottleneck: exactly C submitting
 // goroutines and M reading goroutines, buffered IO with per-worker reused
 // buffers, events rendered by splicing bytes into the template, received
@@ -16,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,9 +37,23 @@ const (
 	DefaultSettle      = 5 * time.Second
 )
 
+// Retry backoff: the pause before the second attempt of an event, doubled
+// before each further attempt up to maxBackoff.
+const (
+	firstBackoff = 50 * time.Millisecond
+	maxBackoff   = time.Second
+)
+
 // Config describes one load run.
 type Config struct {
-	ReceiveAddr   string // broker's author port, e.g. 127.0.0.1:8098
+	// ReceiveAddrs are the broker's author ports, e.g. 127.0.0.1:8098:
+	// one, or the ingresses of a scaled-out broker. Worker i starts on
+	// ReceiveAddrs[i % len] and moves to the next address after an
+	// attempt that got no receipt (it stays there for its next events).
+	ReceiveAddrs []string
+	// ReceiveAddr is shorthand for ReceiveAddrs = {ReceiveAddr}; setting
+	// both is an error unless they say the same.
+	ReceiveAddr   string
 	BroadcastAddr string // broker's subscriber port, e.g. 127.0.0.1:8099; needed when Subscribers > 0
 
 	Events      int     // N: events to submit (> 0)
@@ -49,11 +70,33 @@ type Config struct {
 	// repeated bytes.
 	IVORNPrefix string
 
-	Timeout time.Duration // per submission, connect to receipt; also the subscribers' handshake limit (0 = 20 s)
+	Timeout time.Duration // per attempt, connect to receipt; also the subscribers' handshake limit (0 = 20 s)
+
 	// Settle bounds the wait, after the last submission finished, for
 	// deliveries still in flight; Run returns as soon as every live
 	// subscriber holds every accepted event (0 = 5 s).
 	Settle time.Duration
+
+	// RetryFor, when > 0, makes an event whose attempt got no receipt
+	// (connect or send error, connection closed without a receipt,
+	// Timeout) be submitted again, with the same bytes, on the worker's
+	// next receive address, after a pause of 50 ms doubling up to 1 s,
+	// until it is acked or naked. No attempt starts once RetryFor has
+	// passed since the event's first one; the event then counts as
+	// given up. 0 = one attempt per event.
+	//
+	// A nak after a failed attempt is counted apart (Report.NakedAfterRetry):
+	// an earlier attempt may have stored the event before its connection
+	// broke, and the nak then says "previously seen".
+	RetryFor time.Duration
+
+	// OnResult, when set, is called once per submitted event when its
+	// fate is known: acked, naked, or given up (which includes attempts
+	// cut short because ctx ended). It is called from the submitting
+	// goroutines, concurrently: it must be safe for that, and quick, as
+	// the worker waits for it. Events never submitted (ctx ended first)
+	// get no call.
+	OnResult func(Result)
 
 	// BrokerPID, when > 0, is sampled from /proc (Linux) before the
 	// submissions and after the settle: utime+stime give CPU per accepted
@@ -81,8 +124,17 @@ func (c Config) normalize() (Config, error) {
 		c.MaxFrame = vtp.DefaultMaxFrame
 	}
 	switch {
-	case c.ReceiveAddr == "":
-		return c, errors.New("loadgen: ReceiveAddr is required")
+	case c.ReceiveAddr != "" && len(c.ReceiveAddrs) == 0:
+		c.ReceiveAddrs = []string{c.ReceiveAddr}
+	case c.ReceiveAddr != "" && !slices.Equal(c.ReceiveAddrs, []string{c.ReceiveAddr}):
+		return c, fmt.Errorf("loadgen: ReceiveAddr %q and ReceiveAddrs %q both set, differently", c.ReceiveAddr, c.ReceiveAddrs)
+	}
+	c.ReceiveAddrs = slices.Clone(c.ReceiveAddrs)
+	switch {
+	case len(c.ReceiveAddrs) == 0:
+		return c, errors.New("loadgen: ReceiveAddr or ReceiveAddrs is required")
+	case slices.Contains(c.ReceiveAddrs, ""):
+		return c, fmt.Errorf("loadgen: empty address in ReceiveAddrs %q", c.ReceiveAddrs)
 	case c.Events <= 0:
 		return c, fmt.Errorf("loadgen: Events must be > 0 (got %d)", c.Events)
 	case c.Concurrency < 0:
@@ -93,8 +145,8 @@ func (c Config) normalize() (Config, error) {
 		return c, errors.New("loadgen: BroadcastAddr is required when Subscribers > 0")
 	case c.Rate < 0 || c.Rate != c.Rate:
 		return c, fmt.Errorf("loadgen: Rate must be >= 0 (got %v)", c.Rate)
-	case c.Timeout < 0 || c.Settle < 0:
-		return c, errors.New("loadgen: Timeout and Settle must be >= 0")
+	case c.Timeout < 0 || c.Settle < 0 || c.RetryFor < 0:
+		return c, errors.New("loadgen: Timeout, Settle and RetryFor must be >= 0")
 	case len(c.Template) == 0:
 		return c, errors.New("loadgen: Template is empty")
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"regexp"
@@ -50,7 +51,14 @@ type fakeOpts struct {
 	silentEvery int  // never answer every k-th submission
 	foreign     bool // send each subscriber a foreign test event on connect
 	noAuth      bool // never send authenticate
+	// storeNoReceiptEvery: store and relay every k-th submission, then
+	// close its connection without a receipt (an ingress that stored the
+	// event and died, or whose connection broke, before answering).
+	storeNoReceiptEvery int
+	nakSeen             bool // nak, as previously seen, an ivorn stored before
 }
+
+const seenReason = "Previously seen by this broker"
 
 // fakeBroker is a test double of the broker: a receive port that acks (or
 // naks) one event per connection and relays the exact bytes to every
@@ -61,9 +69,11 @@ type fakeBroker struct {
 	recv net.Listener
 	bcst net.Listener
 
-	mu    sync.Mutex
-	subs  []*fakeSub
-	conns map[net.Conn]bool
+	mu       sync.Mutex
+	subs     []*fakeSub
+	conns    map[net.Conn]bool
+	payloads map[string][][]byte // per ivorn, every submission's bytes
+	stored   map[string]bool
 
 	submissions atomic.Int64
 	subAcks     atomic.Int64 // acks received from subscribers
@@ -87,7 +97,7 @@ func (s *fakeSub) send(p []byte) {
 
 func newFakeBroker(t *testing.T, opts fakeOpts) *fakeBroker {
 	t.Helper()
-	f := &fakeBroker{t: t, opts: opts, conns: map[net.Conn]bool{}}
+	f := &fakeBroker{t: t, opts: opts, conns: map[net.Conn]bool{}, payloads: map[string][][]byte{}, stored: map[string]bool{}}
 	var err error
 	if f.recv, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
@@ -142,6 +152,10 @@ func (f *fakeBroker) author(c net.Conn) {
 	ivorn := rootIVORN(p)
 	k := int(f.submissions.Add(1))
 	now := time.Now()
+	f.mu.Lock()
+	f.payloads[ivorn] = append(f.payloads[ivorn], p)
+	seen := f.stored[ivorn]
+	f.mu.Unlock()
 	switch {
 	case f.opts.silentEvery > 0 && k%f.opts.silentEvery == 0:
 		c.Read(make([]byte, 1)) // hold until the client gives up
@@ -149,10 +163,17 @@ func (f *fakeBroker) author(c net.Conn) {
 	case f.opts.nakEvery > 0 && k%f.opts.nakEvery == 0:
 		vtp.WriteFrame(c, vtp.Nak(ivorn, fakeIVO, "Event rejected: fake refusal", now))
 		return
+	case f.opts.nakSeen && seen:
+		vtp.WriteFrame(c, vtp.Nak(ivorn, fakeIVO, seenReason, now))
+		return
+	case f.opts.storeNoReceiptEvery > 0 && k%f.opts.storeNoReceiptEvery == 0:
+		// Stored and relayed below, but no receipt.
+	default:
+		vtp.WriteFrame(c, vtp.Ack(ivorn, fakeIVO, now))
 	}
-	vtp.WriteFrame(c, vtp.Ack(ivorn, fakeIVO, now))
 	c.Close()
 	f.mu.Lock()
+	f.stored[ivorn] = true
 	subs := append([]*fakeSub(nil), f.subs...)
 	f.mu.Unlock()
 	for _, s := range subs {
@@ -454,12 +475,21 @@ func TestRunConnectionRefused(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	rep, err := Run(context.Background(), Config{ReceiveAddr: addr, Events: 5, Concurrency: 2, Template: []byte(testTemplate)})
+	// Both ReceiveAddr and ReceiveAddrs may be set when they agree.
+	rep, err := Run(context.Background(), Config{ReceiveAddr: addr, ReceiveAddrs: []string{addr}, Events: 5, Concurrency: 2,
+		Template: []byte(testTemplate)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Errors != 5 || rep.Accepted != 0 || !rep.Failed() || rep.Timeouts != 0 {
-		t.Errorf("errors %d accepted %d timeouts %d", rep.Errors, rep.Accepted, rep.Timeouts)
+	// Without RetryFor, one attempt per event, as before.
+	if rep.Errors != 5 || rep.GaveUp != 5 || rep.Retried != 0 || rep.Accepted != 0 || !rep.Failed() || rep.Timeouts != 0 {
+		t.Errorf("errors %d gave up %d retried %d accepted %d timeouts %d", rep.Errors, rep.GaveUp, rep.Retried, rep.Accepted, rep.Timeouts)
+	}
+	if p := rep.Problems(); len(p) != 1 || p[0] != "5 errored" {
+		t.Errorf("problems %q", p)
+	}
+	if len(rep.ErrorSamples) == 0 || !regexp.MustCompile(`^event \d: connect: .*refused`).MatchString(rep.ErrorSamples[0]) {
+		t.Errorf("error samples %q", rep.ErrorSamples)
 	}
 }
 
@@ -490,6 +520,9 @@ func TestConfigErrors(t *testing.T) {
 		"ivorn":         func(c *Config) { c.Template = []byte(`<voe:VOEvent role="test"/>`) },
 		"IVORNPrefix":   func(c *Config) { c.IVORNPrefix = `ivo://a.b/c#x"y` },
 		"frame limit":   func(c *Config) { c.MaxFrame = 100 },
+		"differently":   func(c *Config) { c.ReceiveAddrs = []string{"127.0.0.1:2"} },
+		"empty address": func(c *Config) { c.ReceiveAddr, c.ReceiveAddrs = "", []string{"127.0.0.1:1", ""} },
+		"RetryFor":      func(c *Config) { c.RetryFor = -time.Second },
 	}
 	if ok && lim < 1<<24 {
 		cases["RLIMIT_NOFILE"] = func(c *Config) {
@@ -612,5 +645,266 @@ func TestFrameBuffered(t *testing.T) {
 	br.Discard(7)
 	if frameBuffered(br) {
 		t.Error("partial frame reported whole")
+	}
+}
+
+// noReceipt is a receive port that reads each connection's event and
+// closes it without a receipt, as an ingress that is dying does.
+type noReceipt struct {
+	ln     net.Listener
+	conns  atomic.Int64
+	mu     sync.Mutex
+	frames map[string][]byte // the last event per ivorn
+}
+
+func newNoReceipt(t *testing.T) *noReceipt {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &noReceipt{ln: ln, frames: map[string][]byte{}}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.conns.Add(1)
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if p, err := vtp.NewFrameReader(c, 0).ReadFrame(); err == nil {
+					n.mu.Lock()
+					n.frames[rootIVORN(p)] = p
+					n.mu.Unlock()
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return n
+}
+
+func (n *noReceipt) addr() string { return n.ln.Addr().String() }
+
+// refusedAddr is a local address nothing listens on.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// results collects OnResult calls, which come from several workers.
+type results struct {
+	mu    sync.Mutex
+	bySeq map[int]Result
+	calls int
+}
+
+func (rs *results) add(r Result) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.bySeq == nil {
+		rs.bySeq = map[int]Result{}
+	}
+	rs.bySeq[r.Seq] = r
+	rs.calls++
+}
+
+func (rs *results) check(t *testing.T, rep *Report) {
+	t.Helper()
+	if rs.calls != rep.Submitted || len(rs.bySeq) != rep.Submitted {
+		t.Errorf("%d OnResult calls for %d events (%d submitted)", rs.calls, len(rs.bySeq), rep.Submitted)
+	}
+	count := map[Outcome]int{}
+	for seq, r := range rs.bySeq {
+		count[r.Outcome]++
+		if r.IVORN != rep.IVORNPrefix+"-"+strconv.Itoa(seq) || r.Start.IsZero() || r.At.Before(r.Start) || r.Attempts < 1 {
+			t.Errorf("result %+v", r)
+		}
+	}
+	if count[Acked] != rep.Accepted || count[Naked] != rep.Naked+rep.NakedAfterRetry || count[GaveUp] != rep.GaveUp {
+		t.Errorf("results %v; report accepted %d, naked %d+%d, gave up %d", count, rep.Accepted, rep.Naked, rep.NakedAfterRetry, rep.GaveUp)
+	}
+}
+
+func TestRunFailover(t *testing.T) {
+	dead := newNoReceipt(t)
+	f := newFakeBroker(t, fakeOpts{})
+	live := f.recv.Addr().String()
+	cfg := f.config(40, 4, 1)
+	cfg.ReceiveAddr = ""
+	cfg.ReceiveAddrs = []string{dead.addr(), live}
+	cfg.Rate = 400 // every worker gets events
+	cfg.RetryFor = 5 * time.Second
+	var rs results
+	cfg.OnResult = rs.add
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	// Workers 0 and 2 start on the dead port: their first event fails
+	// there, goes through the live one, and so do their next events.
+	if rep.Accepted != 40 || rep.Retried != 2 || rep.Errors != 2 || rep.GaveUp != 0 || rep.Naked != 0 ||
+		rep.NakedAfterRetry != 0 || rep.Lost != 0 || rep.Deliveries != 40 || dead.conns.Load() != 2 {
+		t.Errorf("accepted/retried/errors/gave up/naked/naked after retry/lost/deliveries = %d/%d/%d/%d/%d/%d/%d/%d; dead port saw %d",
+			rep.Accepted, rep.Retried, rep.Errors, rep.GaveUp, rep.Naked, rep.NakedAfterRetry, rep.Lost, rep.Deliveries, dead.conns.Load())
+	}
+	if rep.Failed() {
+		t.Errorf("failed: %q", rep.Problems())
+	}
+	checkOrdered(t, "ack", rep.AckLatency, 40)
+	rs.check(t, rep)
+	retried := 0
+	for _, r := range rs.bySeq {
+		if r.Addr != live {
+			t.Errorf("%s answered by %s", r.IVORN, r.Addr)
+		}
+		if r.Attempts == 1 {
+			continue
+		}
+		retried++
+		if r.Attempts != 2 || r.FailedAttempts() != 1 || !strings.Contains(r.LastErr, "closed without a receipt") ||
+			r.At.Sub(r.Start) < firstBackoff {
+			t.Errorf("retried result %+v", r)
+		}
+		dead.mu.Lock()
+		first := dead.frames[r.IVORN]
+		dead.mu.Unlock()
+		f.mu.Lock()
+		second := f.payloads[r.IVORN]
+		f.mu.Unlock()
+		if len(first) == 0 || len(second) != 1 || !bytes.Equal(first, second[0]) {
+			t.Errorf("%s: the retry did not send the same bytes", r.IVORN)
+		}
+	}
+	if retried != 2 {
+		t.Errorf("%d results with 2 attempts", retried)
+	}
+	if s := rep.String(); !strings.Contains(s, "retries: 2 events") || !strings.Contains(s, dead.addr()+", "+live) {
+		t.Errorf("report:\n%s", s)
+	}
+	js, _ := json.Marshal(rep)
+	var back map[string]any
+	json.Unmarshal(js, &back)
+	if back["retried"] != float64(2) || back["gave_up"] != float64(0) || len(back["receive_addrs"].([]any)) != 2 {
+		t.Errorf("json %s", js)
+	}
+}
+
+func TestRunRetryGivesUp(t *testing.T) {
+	dead, refused := newNoReceipt(t), refusedAddr(t)
+	var rs results
+	cfg := Config{ReceiveAddrs: []string{dead.addr(), refused}, Events: 3, Concurrency: 1, Template: []byte(testTemplate),
+		Timeout: 2 * time.Second, RetryFor: 300 * time.Millisecond, OnResult: rs.add}
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	t.Log("\n" + rep.String())
+	if el < 900*time.Millisecond || el > 5*time.Second {
+		t.Errorf("3 events retried for 300 ms each took %v", el)
+	}
+	if rep.GaveUp != 3 || rep.Retried != 3 || rep.Accepted != 0 || rep.Naked != 0 || rep.NakedAfterRetry != 0 || rep.Errors < 9 {
+		t.Errorf("gave up/retried/accepted/naked/naked after retry/errors = %d/%d/%d/%d/%d/%d",
+			rep.GaveUp, rep.Retried, rep.Accepted, rep.Naked, rep.NakedAfterRetry, rep.Errors)
+	}
+	// Attempts alternate between the two addresses.
+	if n := dead.conns.Load(); n < 3 || int(n) >= rep.Errors {
+		t.Errorf("dead port saw %d of %d attempts", n, rep.Errors)
+	}
+	if p := rep.Problems(); len(p) != 1 || p[0] != "3 gave up" {
+		t.Errorf("problems %q", p)
+	}
+	rs.check(t, rep)
+	attempts := 0
+	for _, r := range rs.bySeq {
+		attempts += r.Attempts
+		if r.Outcome != GaveUp || r.Attempts < 3 || r.FailedAttempts() != r.Attempts || r.LastErr == "" ||
+			r.At.Sub(r.Start) < cfg.RetryFor || r.At.Sub(r.Start) > cfg.RetryFor+time.Second {
+			t.Errorf("result %+v", r)
+		}
+	}
+	if attempts != rep.Errors {
+		t.Errorf("results count %d attempts, report %d errors", attempts, rep.Errors)
+	}
+
+	t.Run("interrupted while retrying", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		cfg := Config{ReceiveAddr: refused, Events: 5, Concurrency: 2, Template: []byte(testTemplate), RetryFor: time.Minute}
+		start := time.Now()
+		rep, err := Run(ctx, cfg)
+		if !errors.Is(err, context.DeadlineExceeded) || rep == nil {
+			t.Fatalf("got %v, %v", rep, err)
+		}
+		if el := time.Since(start); el > 2*time.Second {
+			t.Errorf("Run returned %v after the interruption", el)
+		}
+		if rep.Submitted != 2 || rep.GaveUp != 2 || rep.Retried != 2 || !rep.Failed() {
+			t.Errorf("submitted %d, gave up %d, retried %d, problems %q", rep.Submitted, rep.GaveUp, rep.Retried, rep.Problems())
+		}
+	})
+}
+
+func TestRunNakedAfterRetry(t *testing.T) {
+	// Every 4th submission is stored and relayed, but its connection
+	// closes without a receipt; the retry, to the same (only) address, is
+	// naked as previously seen.
+	f := newFakeBroker(t, fakeOpts{storeNoReceiptEvery: 4, nakSeen: true})
+	cfg := f.config(60, 4, 1)
+	cfg.RetryFor = 5 * time.Second
+	var rs results
+	cfg.OnResult = rs.add
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	if rep.NakedAfterRetry == 0 || rep.NakedAfterRetry != rep.Retried || rep.Errors != rep.Retried ||
+		rep.Accepted+rep.NakedAfterRetry != 60 || rep.Naked != 0 || rep.GaveUp != 0 {
+		t.Errorf("accepted/naked/naked after retry/retried/errors/gave up = %d/%d/%d/%d/%d/%d",
+			rep.Accepted, rep.Naked, rep.NakedAfterRetry, rep.Retried, rep.Errors, rep.GaveUp)
+	}
+	if rep.Lost != 0 || rep.Duplicates != 0 || rep.Deliveries < rep.Accepted {
+		t.Errorf("lost/dups/deliveries = %d/%d/%d", rep.Lost, rep.Duplicates, rep.Deliveries)
+	}
+	if rep.Failed() {
+		t.Errorf("a nak after a failed attempt failed the run: %q", rep.Problems())
+	}
+	if len(rep.NakSamples) == 0 || !strings.HasSuffix(rep.NakSamples[0], ": "+seenReason+" (after 1 failed attempt)") {
+		t.Errorf("nak samples %q", rep.NakSamples)
+	}
+	if !strings.Contains(rep.String(), fmt.Sprintf("%d naked after a failed attempt", rep.NakedAfterRetry)) {
+		t.Errorf("report:\n%s", rep)
+	}
+	rs.check(t, rep)
+	naked := 0
+	for _, r := range rs.bySeq {
+		if r.Outcome != Naked {
+			continue
+		}
+		naked++
+		if r.Attempts != 2 || r.Nak != seenReason || !strings.Contains(r.LastErr, "closed without a receipt") {
+			t.Errorf("result %+v", r)
+		}
+		f.mu.Lock()
+		p := f.payloads[r.IVORN]
+		f.mu.Unlock()
+		if len(p) != 2 || !bytes.Equal(p[0], p[1]) {
+			t.Errorf("%s: %d submissions, not the same bytes twice", r.IVORN, len(p))
+		}
+	}
+	if naked != rep.NakedAfterRetry {
+		t.Errorf("%d naked results, %d naked after retry", naked, rep.NakedAfterRetry)
 	}
 }

@@ -63,20 +63,28 @@ type SubscriberStats struct {
 // Report is the outcome of a run. In JSON every time.Duration is an integer
 // of nanoseconds (fields named *_ns); "failed" and "problems" are added.
 type Report struct {
-	RunID         string  `json:"run_id"`
-	IVORNPrefix   string  `json:"ivorn_prefix"`
-	ReceiveAddr   string  `json:"receive_addr"`
-	BroadcastAddr string  `json:"broadcast_addr,omitempty"`
-	Events        int     `json:"events"` // requested
-	Concurrency   int     `json:"concurrency"`
-	Rate          float64 `json:"rate"` // requested events/s, 0 = unpaced
-	EventBytes    int     `json:"event_bytes"`
+	RunID         string        `json:"run_id"`
+	IVORNPrefix   string        `json:"ivorn_prefix"`
+	ReceiveAddr   string        `json:"receive_addr"` // ReceiveAddrs, comma-separated
+	ReceiveAddrs  []string      `json:"receive_addrs"`
+	BroadcastAddr string        `json:"broadcast_addr,omitempty"`
+	Events        int           `json:"events"` // requested
+	Concurrency   int           `json:"concurrency"`
+	Rate          float64       `json:"rate"` // requested events/s, 0 = unpaced
+	EventBytes    int           `json:"event_bytes"`
+	RetryFor      time.Duration `json:"retry_for_ns"` // 0 = no retry
 
-	Submitted int `json:"submitted"`
+	Submitted int `json:"submitted"` // events with at least one attempt
 	Accepted  int `json:"accepted"`
-	Naked     int `json:"naked"`
-	Errors    int `json:"errors"`   // connect/send/receipt failures, timeouts included
-	Timeouts  int `json:"timeouts"` // of Errors, those that hit Timeout
+	Naked     int `json:"naked"` // events naked at their first attempt
+	// NakedAfterRetry counts events naked after a failed attempt. Not a
+	// problem by itself: the nak may say "previously seen" of an event
+	// that the failed attempt stored before its connection broke.
+	NakedAfterRetry int `json:"naked_after_retry"`
+	Retried         int `json:"retried"`  // events that needed more than one attempt
+	GaveUp          int `json:"gave_up"`  // events that never got a receipt
+	Errors          int `json:"errors"`   // attempts without a receipt: connect/send/receipt failures, timeouts included
+	Timeouts        int `json:"timeouts"` // of Errors, those that hit Timeout
 	// NotClosed counts receipts after which the broker kept the
 	// connection open for a second (spec/vtp.md §4.1 says it closes).
 	NotClosed    int      `json:"not_closed"`
@@ -100,7 +108,7 @@ type Report struct {
 	SettleWait       time.Duration     `json:"settle_wait_ns"`
 	PerSubscriber    []SubscriberStats `json:"per_subscriber,omitempty"`
 
-	AckLatency Percentiles `json:"ack_latency"` // connect to ack received
+	AckLatency Percentiles `json:"ack_latency"` // first attempt's connect to ack received
 	EndToEnd   Percentiles `json:"end_to_end"`  // submission start to subscriber receipt
 
 	BrokerPID         int           `json:"broker_pid,omitempty"`
@@ -110,9 +118,11 @@ type Report struct {
 	BrokerRSS         int64         `json:"broker_rss_bytes"`        // VmRSS after the run
 }
 
-// Problems lists why the run counts as failed: any lost, duplicated, naked
-// or errored event, a subscriber dropped by the broker, or events never
-// submitted (interrupted run). Empty means success.
+// Problems lists why the run counts as failed: any lost, duplicated or
+// naked event, any event that got no receipt (errored, or, with RetryFor,
+// gave up), a subscriber dropped by the broker, or events never submitted
+// (interrupted run). Failed attempts followed by a receipt, and naks after
+// them (NakedAfterRetry), are not problems. Empty means success.
 func (r *Report) Problems() []string {
 	var p []string
 	add := func(n int, what string) {
@@ -123,7 +133,11 @@ func (r *Report) Problems() []string {
 	add(r.Lost, "lost")
 	add(r.Duplicates, "duplicated")
 	add(r.Naked, "naked")
-	add(r.Errors, "errored")
+	if r.RetryFor > 0 {
+		add(r.GaveUp, "gave up")
+	} else {
+		add(r.GaveUp, "errored")
+	}
 	add(r.SubscriberDrops, "subscribers dropped")
 	add(r.Events-r.Submitted, "not submitted")
 	return p
@@ -149,9 +163,13 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 // String renders a compact human-readable table.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "vtp-load run %s: %d events to %s, %d workers", r.RunID, r.Events, r.ReceiveAddr, r.Concurrency)
+	fmt.Fprintf(&b, "vtp-load run %s: %d events to %s, %d workers", r.RunID, r.Events,
+		strings.Join(r.ReceiveAddrs, ", "), r.Concurrency)
 	if r.Rate > 0 {
 		fmt.Fprintf(&b, ", paced at %g/s (max lag %s)", r.Rate, fmtDur(r.ScheduleLagMax))
+	}
+	if r.RetryFor > 0 {
+		fmt.Fprintf(&b, ", retrying for %s", fmtDur(r.RetryFor))
 	}
 	fmt.Fprintf(&b, "\n  ivorns %s-<seq>, %d bytes each\n\n", r.IVORNPrefix, r.EventBytes)
 
@@ -160,6 +178,10 @@ func (r *Report) String() string {
 	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%.1f\t\n", r.Submitted, r.Accepted, r.Naked, r.Errors, r.Timeouts,
 		fmtDur(r.Duration), r.AcceptedPerSec)
 	tw.Flush()
+	if r.RetryFor > 0 || r.Retried > 0 || r.NakedAfterRetry > 0 {
+		fmt.Fprintf(&b, "\nretries: %d events needed more than one attempt (errors above count attempts); "+
+			"%d naked after a failed attempt; %d gave up\n", r.Retried, r.NakedAfterRetry, r.GaveUp)
+	}
 	if r.Subscribers > 0 {
 		b.WriteString("\n")
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -240,7 +262,9 @@ func (r *run) report(runID string, workers []*worker, lag, settled time.Duration
 	rep := &Report{
 		RunID:          runID,
 		IVORNPrefix:    r.prefix,
-		ReceiveAddr:    r.cfg.ReceiveAddr,
+		ReceiveAddr:    strings.Join(r.cfg.ReceiveAddrs, ","),
+		ReceiveAddrs:   r.cfg.ReceiveAddrs,
+		RetryFor:       r.cfg.RetryFor,
 		BroadcastAddr:  r.cfg.BroadcastAddr,
 		Events:         r.cfg.Events,
 		Concurrency:    r.cfg.Concurrency,
@@ -257,6 +281,9 @@ func (r *run) report(runID string, workers []*worker, lag, settled time.Duration
 		rep.Submitted += w.submitted
 		rep.Accepted += w.accepted
 		rep.Naked += w.naked
+		rep.NakedAfterRetry += w.nakedAfterRetry
+		rep.Retried += w.retried
+		rep.GaveUp += w.gaveUp
 		rep.Errors += w.errors
 		rep.Timeouts += w.timeouts
 		rep.NotClosed += w.notClosed

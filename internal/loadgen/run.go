@@ -110,15 +110,20 @@ type worker struct {
 	fr     *vtp.FrameReader
 	ackLat []int64
 
-	first, lastAck int64 // ns since base; first = -1 until a submission starts
-	submitted      int
-	accepted       int
-	naked          int
-	errors         int
-	timeouts       int
-	notClosed      int
-	nakSamples     []string
-	errSamples     []string
+	addr int // index in ReceiveAddrs of the next attempt
+
+	first, lastAck  int64 // ns since base; first = -1 until a submission starts
+	submitted       int   // events
+	accepted        int
+	naked           int // at the first attempt
+	nakedAfterRetry int // after a failed attempt
+	retried         int // events with more than one attempt
+	gaveUp          int // events without a receipt
+	errors          int // attempts without a receipt
+	timeouts        int
+	notClosed       int
+	nakSamples      []string
+	errSamples      []string
 }
 
 // Run connects cfg.Subscribers subscribers, submits cfg.Events events and
@@ -215,6 +220,7 @@ func (r *run) submitAll(ctx context.Context) ([]*worker, time.Duration) {
 			fr:     vtp.NewFrameReader(br, r.cfg.MaxFrame),
 			ackLat: make([]int64, 0, r.cfg.Events/r.cfg.Concurrency+1),
 			first:  -1,
+			addr:   i % len(r.cfg.ReceiveAddrs),
 		}
 		workers[i] = w
 		wg.Go(func() { r.work(ctx, w) })
@@ -281,8 +287,8 @@ func (r *run) work(ctx context.Context, w *worker) {
 	}
 }
 
-// submit sends event seq on its own connection and waits for the receipt
-// whose Origin is its ivorn, as comet-sendvo does (spec/vtp.md §4.1).
+// submit sends event seq, on its own connection per attempt, until an
+// attempt gets a receipt or retrying is over (see Config.RetryFor).
 func (r *run) submit(ctx context.Context, w *worker, seq int) {
 	w.buf = r.tmpl.appendFrame(w.buf[:0], r.prefix, seq)
 	w.ivorn = strconv.AppendInt(append(w.ivorn[:0], r.prefixDash...), int64(seq), 10)
@@ -294,21 +300,48 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 		w.first = off
 	}
 	w.submitted++
-	deadline := t0.Add(r.cfg.Timeout)
+	giveUpAt := t0.Add(r.cfg.RetryFor)
+	backoff := firstBackoff
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		addr := r.cfg.ReceiveAddrs[w.addr]
+		m, at, err := r.attempt(ctx, w, addr)
+		if err == nil {
+			r.receipt(w, seq, m, t0, at, attempt, addr, lastErr)
+			return
+		}
+		w.fail(ctx, seq, attempt, addr, len(r.cfg.ReceiveAddrs) > 1, err)
+		lastErr = err
+		// The author moves on to the next address, for this event's next
+		// attempt and for its next events.
+		w.addr = (w.addr + 1) % len(r.cfg.ReceiveAddrs)
+		left := time.Until(giveUpAt)
+		if r.cfg.RetryFor <= 0 || left <= 0 || !sleepCtx(ctx, min(backoff, left)) {
+			r.giveUp(w, seq, t0, attempt, addr, lastErr)
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
 
+// attempt sends the event in w.buf on a new connection to addr and waits
+// for the receipt whose Origin is its ivorn, as comet-sendvo does
+// (spec/vtp.md §4.1). It returns the receipt and when it was read, or why
+// there was none; the error names the stage that failed.
+func (r *run) attempt(ctx context.Context, w *worker, addr string) (*vtp.Message, time.Time, error) {
+	start := time.Now()
+	deadline := start.Add(r.cfg.Timeout)
 	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
-	conn, err := d.DialContext(ctx, "tcp", r.cfg.ReceiveAddr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		w.fail(ctx, seq, "connect", err)
-		return
+		return nil, time.Time{}, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	conn.SetDeadline(deadline)
 	if _, err := conn.Write(w.buf); err != nil {
-		w.fail(ctx, seq, "send", err)
-		return
+		return nil, time.Time{}, fmt.Errorf("send: %w", err)
 	}
 	w.br.Reset(conn)
 	var m *vtp.Message
@@ -316,10 +349,9 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 		p, err := w.fr.ReadFrame()
 		if err != nil {
 			if err == io.EOF {
-				err = errors.New("connection closed without a receipt")
+				err = errNoReceipt
 			}
-			w.fail(ctx, seq, "receipt", err)
-			return
+			return nil, time.Time{}, fmt.Errorf("receipt: %w", err)
 		}
 		m, err = vtp.ParseTransport(p)
 		// Anything but an ack/nak for this ivorn is ignored, as Comet's
@@ -329,22 +361,6 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 		}
 	}
 	now := time.Now()
-	if m.Role == vtp.RoleAck {
-		r.accepted.set(seq)
-		r.acceptedN.Add(1)
-		w.accepted++
-		w.ackLat = append(w.ackLat, int64(now.Sub(t0)))
-		w.lastAck = max(w.lastAck, int64(now.Sub(r.base)))
-	} else {
-		w.naked++
-		if len(w.nakSamples) < maxSamples {
-			res := m.Result
-			if res == "" {
-				res = "(no reason given)"
-			}
-			w.nakSamples = append(w.nakSamples, string(w.ivorn)+": "+res)
-		}
-	}
 	// Let the broker close first (see closeWait).
 	if cw := now.Add(closeWait); cw.Before(deadline) {
 		conn.SetReadDeadline(cw)
@@ -352,9 +368,85 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 	if _, err := io.Copy(io.Discard, w.br); err != nil && ctx.Err() == nil {
 		w.notClosed++
 	}
+	return m, now, nil
 }
 
-func (w *worker) fail(ctx context.Context, seq int, stage string, err error) {
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+var errNoReceipt = errors.New("connection closed without a receipt")
+
+// receipt records the ack or nak that ended event seq's attempt number
+// attempt; lastErr is why the attempt before it failed, if there was one.
+func (r *run) receipt(w *worker, seq int, m *vtp.Message, t0, at time.Time, attempt int, addr string, lastErr error) {
+	if attempt > 1 {
+		w.retried++
+	}
+	outcome := Acked
+	switch {
+	case m.Role == vtp.RoleAck:
+		r.accepted.set(seq)
+		r.acceptedN.Add(1)
+		w.accepted++
+		w.ackLat = append(w.ackLat, int64(at.Sub(t0)))
+		w.lastAck = max(w.lastAck, int64(at.Sub(r.base)))
+	default:
+		outcome = Naked
+		res := m.Result
+		if res == "" {
+			res = "(no reason given)"
+		}
+		sample := string(w.ivorn) + ": " + res
+		if attempt > 1 {
+			w.nakedAfterRetry++
+			sample += fmt.Sprintf(" (after %d failed attempt%s)", attempt-1, plural(attempt-1))
+		} else {
+			w.naked++
+		}
+		if len(w.nakSamples) < maxSamples {
+			w.nakSamples = append(w.nakSamples, sample)
+		}
+	}
+	if r.cfg.OnResult != nil {
+		res := Result{Seq: seq, IVORN: string(w.ivorn), Outcome: outcome, Start: t0, At: at,
+			Attempts: attempt, Addr: addr, Nak: m.Result}
+		if lastErr != nil {
+			res.LastErr = lastErr.Error()
+		}
+		r.cfg.OnResult(res)
+	}
+}
+
+// giveUp records that event seq got no receipt in attempts attempts.
+func (r *run) giveUp(w *worker, seq int, t0 time.Time, attempts int, addr string, lastErr error) {
+	w.gaveUp++
+	if attempts > 1 {
+		w.retried++
+	}
+	if r.cfg.OnResult != nil {
+		r.cfg.OnResult(Result{Seq: seq, IVORN: string(w.ivorn), Outcome: GaveUp, Start: t0, At: time.Now(),
+			Attempts: attempts, Addr: addr, LastErr: lastErr.Error()})
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends; it reports whether ctx is live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fail records an attempt that got no receipt.
+func (w *worker) fail(ctx context.Context, seq, attempt int, addr string, showAddr bool, err error) {
 	w.errors++
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
@@ -364,7 +456,14 @@ func (w *worker) fail(ctx context.Context, seq int, stage string, err error) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (run interrupted)", err)
 		}
-		w.errSamples = append(w.errSamples, fmt.Sprintf("event %d: %s: %v", seq, stage, err))
+		where := fmt.Sprintf("event %d", seq)
+		if attempt > 1 {
+			where += fmt.Sprintf(" attempt %d", attempt)
+		}
+		if showAddr {
+			where += " to " + addr
+		}
+		w.errSamples = append(w.errSamples, fmt.Sprintf("%s: %v", where, err))
 	}
 }
 
