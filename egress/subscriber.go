@@ -35,6 +35,7 @@ type subscriber struct {
 	filters       atomic.Pointer[[]*filter.Filter]
 	authenticated atomic.Bool
 	verified      atomic.Bool            // signed reply accepted (VerifySubscriber)
+	verifying     atomic.Bool            // a signed reply is being checked
 	signer        atomic.Pointer[string] // who signed it
 	authTimer     *time.Timer            // set before the goroutines start; nil without VerifySubscriber
 
@@ -325,15 +326,13 @@ func (s *subscriber) readLoop() {
 			return
 		case vtp.RoleAuthenticate:
 			if s.b.VerifySubscriber != nil && !s.verified.Load() {
-				signer, err := s.verify(payload)
-				if err != nil {
-					s.close("authentication failed: " + err.Error())
-					return
+				// Checked off the read loop, which goes on reading (iamalive
+				// answers); a reply arriving while one is being checked is
+				// ignored.
+				if s.verifying.CompareAndSwap(false, true) {
+					s.b.wg.Add(1)
+					go s.authenticate(payload, msg.Filters)
 				}
-				s.setFilters(msg.Filters) // before any event can be queued
-				s.signer.Store(&signer)
-				s.verified.Store(true)
-				s.log.Info("subscriber authenticated", "signer", signer)
 				continue
 			}
 			s.setFilters(msg.Filters)
@@ -341,16 +340,28 @@ func (s *subscriber) readLoop() {
 	}
 }
 
-// verify checks a signed authenticate reply in one of the broadcaster's
-// verification slots, so a flood of signed replies cannot take every core.
-func (s *subscriber) verify(payload []byte) (string, error) {
+// authenticate checks a signed authenticate reply in one of the
+// broadcaster's verification slots, so a flood of signed replies cannot
+// take every core. Success installs the reply's filters and lets events
+// through; failure disconnects the subscriber.
+func (s *subscriber) authenticate(payload []byte, filters []string) {
+	defer s.b.wg.Done()
+	defer s.verifying.Store(false)
 	select {
 	case s.b.verifying <- struct{}{}:
 	case <-s.done:
-		return "", errors.New("disconnected")
+		return
 	}
-	defer func() { <-s.b.verifying }()
-	return s.b.VerifySubscriber(payload)
+	signer, err := s.b.VerifySubscriber(payload)
+	<-s.b.verifying
+	if err != nil {
+		s.close("authentication failed: " + err.Error())
+		return
+	}
+	s.setFilters(filters) // before any event can be queued
+	s.signer.Store(&signer)
+	s.verified.Store(true)
+	s.log.Info("subscriber authenticated", "signer", signer)
 }
 
 // setFilters replaces the filter list (spec/filtering.md §1): a filter that
