@@ -35,8 +35,16 @@ const (
 	// DefaultStageAckWait is how long the server waits for a stage to ack
 	// an event before handing it out again, when StageOptions leaves it
 	// zero. It must cover one event's whole retry schedule; the stages
-	// package computes it from its timeouts and backoff.
+	// package computes it from its timeouts and backoff. The server is
+	// given StageKeepAliveAckWait and kept informed up to this.
 	DefaultStageAckWait = 10 * time.Minute
+	// StageKeepAliveAckWait is the AckWait the server is actually given
+	// when a stage's is longer: while a worker holds an event it tells the
+	// server so (InProgress) every third of it, up to the stage's own
+	// AckWait. An event whose delivery was lost on the way (a pull lost
+	// with a leader change in a cluster) then comes again after this, not
+	// after the whole retry schedule.
+	StageKeepAliveAckWait = 30 * time.Second
 	// DefaultStageMaxAckPending bounds the events a stage consumer has
 	// handed out and not seen acked, over every process consuming it. It
 	// is raised to StageOptions.Concurrency when that is larger.
@@ -70,6 +78,17 @@ type StageOptions struct {
 	AckWait time.Duration
 	// NakDelay: see DefaultStageNakDelay.
 	NakDelay time.Duration
+	// KeepAliveAckWait: see StageKeepAliveAckWait (0 = that).
+	KeepAliveAckWait time.Duration
+}
+
+// serverAckWait is the AckWait the consumer is created with.
+func (o StageOptions) serverAckWait() time.Duration {
+	k := o.KeepAliveAckWait
+	if k <= 0 {
+		k = StageKeepAliveAckWait
+	}
+	return min(o.AckWait, k)
 }
 
 // StageSubscriber returns a Watermill subscriber backed by the durable pull
@@ -146,7 +165,7 @@ func (b *Bus) stageConsumerConfig(name string, opts StageOptions, last uint64) j
 		Description:       "Comet stage " + strings.TrimPrefix(name, StageDurablePrefix),
 		FilterSubject:     EventsTopic,
 		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           opts.AckWait,
+		AckWait:           opts.serverAckWait(),
 		MaxDeliver:        -1, // the stage bounds its retries and dead-letters
 		MaxAckPending:     max(opts.Concurrency, DefaultStageMaxAckPending),
 		InactiveThreshold: b.cfg.InactiveThreshold,
@@ -378,23 +397,45 @@ func (s *stageSubscriber) fetch(ctx context.Context, n int, slots chan struct{},
 func (s *stageSubscriber) settle(ctx context.Context, msg jetstream.Msg, wm *message.Message, slots chan struct{}) {
 	defer s.inflight.Done()
 	defer func() { <-slots }()
-	select {
-	case <-wm.Acked():
-		actx, cancel := context.WithTimeout(context.Background(), s.b.cfg.RequestTimeout)
-		defer cancel()
-		if err := msg.DoubleAck(actx); err != nil {
-			s.log.Warn("stage ack failed; the event will be handled again", "sha1", wm.UUID, "err", err)
+	// Keep the event ours while the handler (with its retries) runs, up to
+	// the stage's AckWait; see StageKeepAliveAckWait.
+	serverWait := s.opts.serverAckWait()
+	keepAlive := time.NewTicker(max(serverWait/3, 10*time.Millisecond))
+	defer keepAlive.Stop()
+	until := time.Now().Add(s.opts.AckWait - serverWait)
+	for {
+		select {
+		case <-keepAlive.C:
+			if time.Now().Before(until) {
+				_ = msg.InProgress() // a lost one costs at most a redelivery
+			}
+			continue
+		case <-wm.Acked():
+			s.ack(msg, wm)
+		case <-wm.Nacked():
+			s.nak(ctx, msg, wm)
 		}
-	case <-wm.Nacked():
-		var err error
-		if ctx.Err() != nil {
-			err = msg.Nak() // stopping: at once, for the next run
-		} else {
-			err = msg.NakWithDelay(s.opts.NakDelay)
-		}
-		if err != nil {
-			s.log.Warn("stage nak failed; the event comes back after AckWait", "sha1", wm.UUID, "err", err)
-		}
+		return
+	}
+}
+
+func (s *stageSubscriber) ack(msg jetstream.Msg, wm *message.Message) {
+	actx, cancel := context.WithTimeout(context.Background(), s.b.cfg.RequestTimeout)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		s.log.Warn("stage ack failed; the event will be handled again", "sha1", wm.UUID, "err", err)
+	}
+}
+
+func (s *stageSubscriber) nak(ctx context.Context, msg jetstream.Msg, wm *message.Message) {
+	var err error
+	if ctx.Err() != nil {
+		err = msg.Nak() // stopping: at once, for the next run
+	} else {
+		err = msg.NakWithDelay(s.opts.NakDelay)
+	}
+	if err != nil {
+		s.log.Warn("stage nak failed; the event comes back after AckWait", "sha1", wm.UUID, "err", err)
 	}
 }
 

@@ -125,6 +125,40 @@ func TestStageSubscriberOddMessages(t *testing.T) {
 	sub.Close()
 }
 
+// A worker keeps the events it holds alive past the server's short
+// AckWait (up to the stage's own), so a slow handler is not handed the
+// same event twice; an event no worker holds comes back after the short
+// one (a delivery lost in a cluster failover is not stuck for the whole
+// retry schedule).
+func TestStageKeepsHeldEventsAlive(t *testing.T) {
+	b := openBus(t, Config{})
+	sub, err := b.StageSubscriber("slow", StageOptions{Concurrency: 2, AckWait: 10 * time.Second, KeepAliveAckWait: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ch, err := sub.Subscribe(ctxT(t), EventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := testEvent(400)
+	ingest(t, b, ev, Accepted)
+	m := recvMsg(t, ch)
+	// Held for five times the server's AckWait: not redelivered (a second
+	// slot is free, so a redelivery would be fetched and show here).
+	noMsg(t, ch, 1500*time.Millisecond)
+	m.Ack()
+	noMsg(t, ch, 500*time.Millisecond)
+
+	c, err := b.conns[0].js.Consumer(ctxT(t), StreamName, StageDurablePrefix+"slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.AckWait; got != 300*time.Millisecond {
+		t.Fatalf("server AckWait %v, want 300ms", got)
+	}
+}
+
 func TestStageConsumerSettings(t *testing.T) {
 	b := openBus(t, Config{})
 	for _, bad := range []string{"", "a.b", "a b", "x>", strings.Repeat("x", 200)} {
@@ -132,7 +166,7 @@ func TestStageConsumerSettings(t *testing.T) {
 			t.Errorf("stage name %q accepted", bad)
 		}
 	}
-	sub, err := b.StageSubscriber("s", StageOptions{AckWait: time.Minute})
+	sub, err := b.StageSubscriber("s", StageOptions{AckWait: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +178,7 @@ func TestStageConsumerSettings(t *testing.T) {
 		}
 		return c.CachedInfo()
 	}
-	if i := info(); i.Config.AckWait != time.Minute || i.Config.FilterSubject != EventsTopic ||
+	if i := info(); i.Config.AckWait != 20*time.Second || i.Config.FilterSubject != EventsTopic ||
 		i.Config.MaxAckPending != DefaultStageMaxAckPending || i.Config.MaxDeliver != -1 {
 		t.Errorf("config %+v", i.Config)
 	}
@@ -154,7 +188,9 @@ func TestStageConsumerSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub.Close()
-	if i := info(); i.Config.AckWait != 2*time.Minute || i.Config.MaxAckPending != 2000 {
+	// Longer than StageKeepAliveAckWait: the server gets that, and the
+	// worker keeps its events alive up to the stage's own.
+	if i := info(); i.Config.AckWait != StageKeepAliveAckWait || i.Config.MaxAckPending != 2000 {
 		t.Errorf("not updated: %+v", i.Config)
 	}
 	// A consumer of that name that is not a stage's is refused.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/comet-go/comet/bus"
@@ -20,7 +21,8 @@ type Source interface {
 	// acknowledged: the backlog a restarted broadcaster replays.
 	Pending(ctx context.Context, durable string) (uint64, error)
 	// ConsumeEvents delivers events in stream order, starting again from
-	// the oldest unacknowledged one after a restart.
+	// the oldest unacknowledged one after a restart; redeliveries (after
+	// AckWait, or a bus failover) may come after newer events.
 	ConsumeEvents(ctx context.Context, durable string, h func(*bus.Delivery)) (*bus.Consumer, error)
 }
 
@@ -58,17 +60,26 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		log.Info("replaying backlog", "backlog", backlog, "subscribers", r.Broadcaster.Subscribers())
 	}
-	// Deliveries come in stream order; one at or below the highest sequence
-	// already broadcast is a redelivery of an event whose subscribers have
-	// not all acked yet. Its original tracker will ack it: do not send it
-	// twice.
-	var highest uint64
+	seen := newSeqSet(MaxRememberedAcks)
 	c, err := r.Source.ConsumeEvents(ctx, r.Durable, func(d *bus.Delivery) {
-		if d.Seq <= highest {
+		switch seen.claim(d.Seq) {
+		case seqInFlight:
+			// A redelivery of an event whose subscribers have not all
+			// acked yet: its tracker will ack it. Not sent twice.
+			return
+		case seqDone:
+			// Acked already, but the ack was lost (a bus failover): ack
+			// again rather than send it twice.
+			d.Ack()
 			return
 		}
-		highest = d.Seq
-		r.Broadcaster.Broadcast(d.Event.Payload, d.Ack)
+		// New, or a delivery lost on its way here (a pull lost with a
+		// leader change) coming again, possibly after newer events.
+		seq := d.Seq
+		r.Broadcaster.Broadcast(d.Event.Payload, func() {
+			d.Ack()
+			seen.finish(seq)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("egress: consuming events as %s: %w", r.Durable, err)
@@ -76,4 +87,65 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-ctx.Done()
 	c.Stop()
 	return nil
+}
+
+// MaxRememberedAcks is how many acked sequence numbers a relay remembers,
+// to re-ack rather than re-send an event whose bus ack was lost. Far more
+// than can be redelivered within one AckWait at any realistic rate.
+const MaxRememberedAcks = 1 << 16
+
+type seqState int
+
+const (
+	seqNew seqState = iota
+	seqInFlight
+	seqDone
+)
+
+// seqSet tracks the stream sequences a relay has broadcast in this run:
+// in flight (some subscriber still owes an ack) or done (acked on the bus;
+// the most recent max of them). Redeliveries can come in any order, so a
+// high-water mark is not enough: a delivery lost in a failover comes back
+// after newer ones and must still be broadcast.
+type seqSet struct {
+	mu       sync.Mutex
+	inflight map[uint64]struct{}
+	done     map[uint64]struct{}
+	order    []uint64 // done, oldest first (a ring of max entries)
+	next     int
+	max      int
+}
+
+func newSeqSet(max int) *seqSet {
+	return &seqSet{inflight: make(map[uint64]struct{}), done: make(map[uint64]struct{}), max: max}
+}
+
+// claim returns the state of seq, marking a new one in flight.
+func (s *seqSet) claim(seq uint64) seqState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inflight[seq]; ok {
+		return seqInFlight
+	}
+	if _, ok := s.done[seq]; ok {
+		return seqDone
+	}
+	s.inflight[seq] = struct{}{}
+	return seqNew
+}
+
+// finish moves seq from in flight to done, forgetting the oldest done one
+// beyond max.
+func (s *seqSet) finish(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inflight, seq)
+	s.done[seq] = struct{}{}
+	if len(s.order) < s.max {
+		s.order = append(s.order, seq)
+		return
+	}
+	delete(s.done, s.order[s.next])
+	s.order[s.next] = seq
+	s.next = (s.next + 1) % s.max
 }
