@@ -267,7 +267,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.receiveTimeout, "receive-timeout", ingress.DefaultReceiveTimeout, "time an author has from connect to deliver its event")
 	fs.DurationVar(&o.iamaliveInterval, "iamalive-interval", egress.DefaultIAmAliveInterval, "keep-alive period towards subscribers")
 	fs.DurationVar(&o.grace, "broadcast-grace", egress.DefaultGrace, "after a restart, how long subscribers get to reconnect before stored events are replayed")
-	fs.IntVar(&o.queueLen, "subscriber-queue", egress.DefaultQueueLen, "frames queued per subscriber before a slow subscriber is dropped")
+	fs.IntVar(&o.queueLen, "subscriber-queue", egress.DefaultQueueLen, "frames queued per subscriber; one whose queue stays full for 1 s is dropped as too slow")
 	fs.IntVar(&o.maxUnacked, "max-unacked", egress.DefaultMaxUnacked, "unacknowledged events at a keep-alive tick that get a subscriber dropped")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", egress.DefaultWriteTimeout, "longest a write to one subscriber may block before it is dropped")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
