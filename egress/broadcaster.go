@@ -217,11 +217,12 @@ func (b *Broadcaster) Broadcast(payload []byte, done func()) {
 	t.n.Store(1) // held by this call until every subscriber has its share
 	ev := &event{payload: payload, frame: vtp.Frame(payload), t: t, b: b}
 	auth := b.VerifySubscriber != nil
+	deadline := b.queueDeadline()
 	for _, s := range b.subscribers() {
 		if auth && !s.verified.Load() {
 			continue // not authenticated (yet): skipped, never queued
 		}
-		s.offer(item{frame: ev.frame, ev: ev})
+		s.offer(item{frame: ev.frame, ev: ev}, deadline)
 	}
 	t.release()
 }
@@ -326,6 +327,13 @@ func (b *Broadcaster) publishSnapshot() {
 
 // subscribers is the current set, read without locking: a subscriber may
 // be dropped (and its queue refuse frames) while the caller iterates.
+// queueDeadline is how long one fan-out waits for room in full queues:
+// QueueWait for all its subscribers together, so many stuck subscribers
+// cost one wait, not one each.
+func (b *Broadcaster) queueDeadline() time.Time {
+	return time.Now().Add(orDefault(b.QueueWait, DefaultQueueWait))
+}
+
 func (b *Broadcaster) subscribers() []*subscriber {
 	if p := b.snapshot.Load(); p != nil {
 		return *p
@@ -342,6 +350,7 @@ func (b *Broadcaster) tick() {
 	if maxUnacked <= 0 {
 		maxUnacked = DefaultMaxUnacked
 	}
+	deadline := b.queueDeadline()
 	for _, s := range b.subscribers() {
 		s.mu.Lock()
 		alive, unacked := s.aliveOutstanding, int64(len(s.inflight))
@@ -355,7 +364,7 @@ func (b *Broadcaster) tick() {
 		case unacked >= maxUnacked:
 			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", unacked))
 		default:
-			s.offer(item{frame: probe})
+			s.offer(item{frame: probe}, deadline)
 		}
 	}
 }

@@ -65,10 +65,11 @@ type item struct {
 // back when the writer finds it does not match, or when it is
 // acknowledged, or when the subscriber is dropped. Holding mu while
 // queueing means close (which drains the queue under mu) sees every share
-// taken. A full queue is waited on for at most QueueWait: a burst (a
-// backlog replayed after a failover) drains in microseconds, while a
-// subscriber that stopped reading is dropped.
-func (s *subscriber) offer(it item) {
+// taken. A full queue is waited on until deadline (QueueWait from the
+// start of the fan-out): a burst (a backlog replayed after a failover)
+// drains in microseconds, while a subscriber that stopped reading is
+// dropped.
+func (s *subscriber) offer(it item, deadline time.Time) {
 	var t *tracker
 	if it.ev != nil {
 		t = it.ev.t
@@ -88,7 +89,7 @@ func (s *subscriber) offer(it item) {
 	default:
 	}
 	s.mu.Unlock()
-	wait := time.NewTimer(orDefault(s.b.QueueWait, DefaultQueueWait))
+	wait := time.NewTimer(time.Until(deadline)) // fires at once if past
 	defer wait.Stop()
 	select {
 	case s.queue <- it:
