@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
@@ -169,9 +168,8 @@ type options struct {
 	receiveWL, broadcastWL    listOpt
 	testInterval              int
 	verbose, quiet            int
-	natsURL, natsListen       string
-	natsCreds                 string
-	natsCA, natsCert, natsKey string
+	nats                      natsOptions
+	natsListen                string
 	replicas                  int
 	senderAuth, subAuth       bool
 	trustedKeys, publicKeys   string
@@ -254,11 +252,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.Var((*countOpt)(&o.verbose), "verbose", "more logging (repeatable)")
 	fs.Var((*countOpt)(&o.quiet), "q", "less logging (repeatable)")
 	fs.Var((*countOpt)(&o.quiet), "quiet", "less logging (repeatable)")
-	fs.StringVar(&o.natsURL, "nats", "", "use the external NATS JetStream server(s) at URL[,URL...] instead of the embedded bus")
-	fs.StringVar(&o.natsCreds, "nats-creds", "", "credentials file (JWT and NKey seed) for the external NATS system")
-	fs.StringVar(&o.natsCA, "nats-tls-ca", "", "PEM file of the CA that signed the external NATS servers' certificates")
-	fs.StringVar(&o.natsCert, "nats-tls-cert", "", "PEM client certificate for the external NATS system (mutual TLS; needs --nats-tls-key)")
-	fs.StringVar(&o.natsKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	o.nats.register(fs, "use the external NATS JetStream server(s) at URL[,URL...] instead of the embedded bus")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the event stream and the previously-seen bucket when this process creates them (3 on a 3-node cluster); existing ones must match")
 	fs.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded bus to NATS clients on HOST:PORT (default: not exposed)")
 	host, _ := os.Hostname()
@@ -334,7 +328,7 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		Node:             o.node,
 		Version:          version,
 		EventDB:          o.eventDB,
-		NATSURL:          o.natsURL,
+		NATSURL:          o.nats.url,
 		NATSListen:       o.natsListen,
 		SyncAlways:       o.syncAlways,
 		MaxEventSize:     o.maxEventSize,
@@ -364,7 +358,7 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if !roles && handlers == 0 {
 		return cfg, usageError{"no services requested; stopping. Give --receive, --broadcast, --subscribe and/or handlers (see -h)"}
 	}
-	if !roles && o.natsURL == "" {
+	if !roles && o.nats.url == "" {
 		return cfg, usageError{"handlers alone make a stage worker, which needs the bus of other processes: give --nats URL"}
 	}
 	if o.stageRetries < 0 || o.cmdPool < 1 || o.cmdTimeout <= 0 {
@@ -394,12 +388,12 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if o.maxEventSize < 1 || o.maxEventSize > 64<<20 {
 		return cfg, usageError{"--max-event-size must be between 1 and 67108864"}
 	}
-	if o.natsURL == "" && o.eventDB == "" {
+	if o.nats.url == "" && o.eventDB == "" {
 		return cfg, usageError{"--eventdb must name a directory"}
 	}
-	if o.natsURL == "" {
+	if o.nats.url == "" {
 		switch {
-		case o.natsCreds != "" || o.natsCA != "" || o.natsCert != "" || o.natsKey != "":
+		case o.nats.secured():
 			return cfg, usageError{"--nats-creds and --nats-tls-* need --nats (the embedded bus has no credentials)"}
 		case o.replicas != 1:
 			return cfg, usageError{"--replicas needs --nats: the embedded bus is a single node"}
@@ -410,16 +404,11 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if o.replicas < 1 || o.replicas > 5 {
 		return cfg, usageError{"--replicas must be between 1 and 5 (JetStream's limit)"}
 	}
-	if o.natsCreds != "" {
-		if _, err := os.Stat(o.natsCreds); err != nil {
-			return cfg, usageError{fmt.Sprintf("--nats-creds: %v", err)}
-		}
-	}
-	tlsCfg, err := bus.ClientTLS(o.natsCA, o.natsCert, o.natsKey)
-	if err != nil {
+	var err error
+	if cfg.NATSCreds, cfg.NATSTLS, err = o.nats.connection(); err != nil {
 		return cfg, usageError{err.Error()}
 	}
-	cfg.NATSCreds, cfg.NATSTLS, cfg.Replicas = o.natsCreds, tlsCfg, o.replicas
+	cfg.Replicas = o.replicas
 	if cfg.Receive, err = endpoints(o.receive, o.receivePort); err != nil {
 		return cfg, err
 	}

@@ -4,14 +4,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -97,20 +94,16 @@ func (l *filterList) Set(v string) error { *l = append(*l, v); return nil }
 
 func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, error) {
 	var (
-		url, creds, tlsCA, tlsCert, tlsKey string
-		since                              string
-		seq                                uint64
-		filters                            filterList
-		follow, payload                    bool
+		nats            natsOptions
+		since           string
+		seq             uint64
+		filters         filterList
+		follow, payload bool
 	)
 	fs := flag.NewFlagSet("comet tap", flag.ContinueOnError)
 	// Errors are reported in one line by the caller; only -h shows usage.
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&url, "nats", "", "the bus: NATS server URL[,URL...] (required); a broker's embedded bus once it runs with --nats-listen")
-	fs.StringVar(&creds, "nats-creds", "", "NATS credentials FILE (JWT and NKey seed)")
-	fs.StringVar(&tlsCA, "nats-tls-ca", "", "verify the NATS server against the CA certificates in this PEM FILE")
-	fs.StringVar(&tlsCert, "nats-tls-cert", "", "client certificate PEM FILE for NATS (with --nats-tls-key)")
-	fs.StringVar(&tlsKey, "nats-tls-key", "", "client key PEM FILE for NATS (with --nats-tls-cert)")
+	nats.register(fs, "the bus: NATS server URL[,URL...] (required); a broker's embedded bus once it runs with --nats-listen")
 	fs.StringVar(&since, "since", "", "start with the events stored since a DURATION ago (90m, 2h, 7d) or a TIME (2026-11-01T00:00:00Z, 2026-11-01)")
 	fs.Uint64Var(&seq, "seq", 0, "start at this stream sequence N (the seq field of a line)")
 	fs.Var(&filters, "filter", "print only events this XPath matches (Comet's rules; repeatable: any may match)")
@@ -134,7 +127,7 @@ func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, e
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case url == "":
+	case nats.url == "":
 		return nil, errors.New("--nats URL is required (a broker exposes its embedded bus with --nats-listen HOST:PORT)")
 	case seqSet && since != "":
 		return nil, errors.New("--since and --seq are exclusive")
@@ -160,17 +153,11 @@ func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, e
 	}
 	cfg.printer.Payload = payload
 
-	if creds != "" {
-		// Checked here so that a typo is a usage error, not a connection one.
-		if _, err := os.Stat(creds); err != nil {
-			return nil, fmt.Errorf("--nats-creds: %w", err)
-		}
-	}
-	tlsConfig, err := natsTLS(tlsCA, tlsCert, tlsKey)
+	creds, tlsConfig, err := nats.connection()
 	if err != nil {
 		return nil, err
 	}
-	cfg.bus = bus.Config{URL: url, CredsFile: creds, TLS: tlsConfig}
+	cfg.bus = bus.Config{URL: nats.url, CredsFile: creds, TLS: tlsConfig}
 	return cfg, nil
 }
 
@@ -196,35 +183,4 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("--since %q: want a duration (90m, 2h, 7d) or a time (2026-11-01T00:00:00Z, 2026-11-01)", s)
-}
-
-// natsTLS builds the TLS configuration of the NATS connection; nil when
-// no file is given (a tls:// URL then verifies against the system roots).
-func natsTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	if caFile == "" && certFile == "" && keyFile == "" {
-		return nil, nil
-	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--nats-tls-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--nats-tls-ca %s: no PEM certificate in it", caFile)
-		}
-		c.RootCAs = pool
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("--nats-tls-cert and --nats-tls-key go together")
-	}
-	if certFile != "" {
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--nats-tls-cert/--nats-tls-key: %w", err)
-		}
-		c.Certificates = []tls.Certificate{pair}
-	}
-	return c, nil
 }

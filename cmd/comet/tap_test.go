@@ -392,7 +392,7 @@ func TestTapCommandLineErrors(t *testing.T) {
 		{[]string{"--nats", url, "--filter", "//Param", "--filter", "//voe::VOEvent"}, "is not valid XPath"},
 		{[]string{"--nats", url, "--nats-creds", filepath.Join(dir, "missing.creds")}, "--nats-creds"},
 		{[]string{"--nats", url, "--nats-tls-ca", notPEM}, "no PEM certificate"},
-		{[]string{"--nats", url, "--nats-tls-cert", notPEM}, "go together"},
+		{[]string{"--nats", url, "--nats-tls-cert", notPEM}, "needs both"},
 	} {
 		out, errs, code := tapRun(t, tc.args...)
 		if code != 2 || out != "" || !strings.HasPrefix(errs, "comet tap: ") || strings.Count(errs, "\n") != 1 ||
@@ -464,7 +464,7 @@ func TestTapOverMutualTLS(t *testing.T) {
 	newCert(t, dir, "client", ca, caKey)
 	file := func(n string) string { return filepath.Join(dir, n) }
 
-	serverTLS, err := natsTLS(file("ca.pem"), file("server.pem"), file("server.key"))
+	serverTLS, err := bus.ClientTLS(file("ca.pem"), file("server.pem"), file("server.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +482,7 @@ func TestTapOverMutualTLS(t *testing.T) {
 	url := fmt.Sprintf("tls://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)
 
 	// A broker (here its bus alone) stores one event.
-	clientTLS, err := natsTLS(file("ca.pem"), file("client.pem"), file("client.key"))
+	clientTLS, err := bus.ClientTLS(file("ca.pem"), file("client.pem"), file("client.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
