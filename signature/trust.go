@@ -49,3 +49,15 @@ func (t *Trust) Reload() error {
 
 // Current returns the Verifier in use; it never changes once returned.
 func (t *Trust) Current() *Verifier { return t.current.Load() }
+
+// EventSigner is the receiver's --sender-auth check with the keys in use:
+// see Verifier.EventSigner.
+func (t *Trust) EventSigner(payload []byte, authorIVORN string) (string, error) {
+	return t.Current().EventSigner(payload, authorIVORN)
+}
+
+// SubscriberSigner is the broadcaster's --subscriber-auth check with the
+// keys in use: see Verifier.SubscriberSigner.
+func (t *Trust) SubscriberSigner(msg []byte) (string, error) {
+	return t.Current().SubscriberSigner(msg)
+}

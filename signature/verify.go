@@ -88,6 +88,28 @@ func (v *Verifier) VerifyAny(payload []byte) (*Result, error) {
 	return v.verify(payload, "", false)
 }
 
+// EventSigner is VerifyEvent in the shape of the receiver's hook
+// (ingress.Receiver.VerifySignature): the signing key's fingerprint, or
+// why the event is refused.
+func (v *Verifier) EventSigner(payload []byte, authorIVORN string) (string, error) {
+	res, err := v.VerifyEvent(payload, authorIVORN)
+	if err != nil {
+		return "", err
+	}
+	return res.Fingerprint, nil
+}
+
+// SubscriberSigner is VerifyAny in the shape of the broadcaster's hook
+// (egress.Broadcaster.VerifySubscriber): the signer's fingerprint and
+// user ID, for the log.
+func (v *Verifier) SubscriberSigner(msg []byte) (string, error) {
+	res, err := v.VerifyAny(msg)
+	if err != nil {
+		return "", err
+	}
+	return res.Fingerprint + " " + res.UserID, nil
+}
+
 func (v *Verifier) now() time.Time {
 	if v.Now != nil {
 		return v.Now()

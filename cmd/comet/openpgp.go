@@ -55,22 +55,10 @@ func (o *options) openpgp(cfg *broker.Config) (*signature.Trust, error) {
 		return nil, err
 	}
 	if o.senderAuth {
-		cfg.VerifyEvent = func(payload []byte, author string) (string, error) {
-			res, err := trust.Current().VerifyEvent(payload, author)
-			if err != nil {
-				return "", err
-			}
-			return res.Fingerprint, nil
-		}
+		cfg.VerifyEvent = trust.EventSigner
 	}
 	if o.subAuth {
-		cfg.VerifySubscriber = func(msg []byte) (string, error) {
-			res, err := trust.Current().VerifyAny(msg)
-			if err != nil {
-				return "", err
-			}
-			return res.Fingerprint + " " + res.UserID, nil
-		}
+		cfg.VerifySubscriber = trust.SubscriberSigner
 		cfg.AuthTimeout = o.authTimeout
 	}
 	return trust, nil

@@ -74,33 +74,6 @@ func newTrust(t *testing.T, trusted, others []string) *signature.Trust {
 	return tr
 }
 
-// senderAuth is cmd/comet's --sender-auth hook over the verifier current
-// returns (Trust.Current, or a fixed Verifier).
-func senderAuth(current func() *signature.Verifier) func([]byte, string) (string, error) {
-	return func(payload []byte, author string) (string, error) {
-		res, err := current().VerifyEvent(payload, author)
-		if err != nil {
-			return "", err
-		}
-		return res.Fingerprint, nil
-	}
-}
-
-// subscriberAuth is cmd/comet's --subscriber-auth hook.
-func subscriberAuth(current func() *signature.Verifier) func([]byte) (string, error) {
-	return func(msg []byte) (string, error) {
-		res, err := current().VerifyAny(msg)
-		if err != nil {
-			return "", err
-		}
-		return res.Fingerprint + " " + res.UserID, nil
-	}
-}
-
-func fixed(v *signature.Verifier) func() *signature.Verifier {
-	return func() *signature.Verifier { return v }
-}
-
 // The listener's signer, loaded once: its S2K is deliberately slow.
 var (
 	listenerOnce   sync.Once
@@ -376,25 +349,26 @@ func TestOpenPGPSenderAuthVectorsThroughSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	type hook = func([]byte, string) (string, error)
 	columns := []struct {
-		name     string
-		verifier func(t *testing.T) func() *signature.Verifier
+		name  string
+		check func(t *testing.T) hook
 	}{
 		// The notary's key is known only as a non-trusted --public-keys key.
-		{"trusted={author}", func(t *testing.T) func() *signature.Verifier {
-			return newTrust(t, []string{"author"}, []string{"notary"}).Current
+		{"trusted={author}", func(t *testing.T) hook {
+			return newTrust(t, []string{"author"}, []string{"notary"}).EventSigner
 		}},
-		{"trusted={notary}", func(t *testing.T) func() *signature.Verifier {
-			return newTrust(t, []string{"notary"}, []string{"author", "listener"}).Current
+		{"trusted={notary}", func(t *testing.T) hook {
+			return newTrust(t, []string{"notary"}, []string{"author", "listener"}).EventSigner
 		}},
 		// No key file can be empty: an empty trusted set is a Verifier.
-		{"trusted={}", func(t *testing.T) func() *signature.Verifier {
-			return fixed(&signature.Verifier{Others: allKeys})
+		{"trusted={}", func(t *testing.T) hook {
+			return (&signature.Verifier{Others: allKeys}).EventSigner
 		}},
 	}
 	for ci, col := range columns {
 		t.Run(col.name, func(t *testing.T) {
-			b := start(t, func(c *broker.Config) { c.VerifyEvent = senderAuth(col.verifier(t)) })
+			b := start(t, func(c *broker.Config) { c.VerifyEvent = col.check(t) })
 			s := subscribe(t, b, vtptest.Comet)
 			var accepted [][]byte
 			signers := map[string]string{} // by payload: the rows share one ivorn
@@ -462,7 +436,7 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 	t.Run("signed reply, trusted={listener}: served with its filter", func(t *testing.T) {
 		log := &pgpLog{t: t}
 		b := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = subscriberAuth(newTrust(t, []string{"listener"}, nil).Current)
+			c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
 			c.AuthTimeout = 500 * time.Millisecond
 			c.Logger = logTo(log)
 		})
@@ -499,7 +473,7 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 	refused := func(t *testing.T, trusted string, others []string, reply []byte, reason string) {
 		log := &pgpLog{t: t}
 		b := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = subscriberAuth(newTrust(t, []string{trusted}, others).Current)
+			c.VerifySubscriber = newTrust(t, []string{trusted}, others).SubscriberSigner
 			c.AuthTimeout = 20 * time.Second
 			c.Logger = logTo(log)
 		})
@@ -554,7 +528,7 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 		const authTimeout = 500 * time.Millisecond
 		log := &pgpLog{t: t}
 		b := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = subscriberAuth(newTrust(t, []string{"listener"}, nil).Current)
+			c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
 			c.AuthTimeout = authTimeout
 			c.Logger = logTo(log)
 		})
@@ -609,7 +583,7 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 	upstream := func(t *testing.T) (*broker.Broker, *pgpLog) {
 		log := &pgpLog{t: t}
 		up := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = subscriberAuth(newTrust(t, []string{"listener"}, nil).Current)
+			c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
 			c.Logger = logTo(log)
 		})
 		return up, log
@@ -669,8 +643,8 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 // still verifies.
 func TestOpenPGPSignedEventRelayedThroughAuthenticatedHop(t *testing.T) {
 	a := start(t, func(c *broker.Config) {
-		c.VerifyEvent = senderAuth(newTrust(t, []string{"author"}, nil).Current)
-		c.VerifySubscriber = subscriberAuth(newTrust(t, []string{"listener"}, nil).Current)
+		c.VerifyEvent = newTrust(t, []string{"author"}, nil).EventSigner
+		c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
 	})
 	b := start(t, func(c *broker.Config) {
 		c.Receive = nil
@@ -802,7 +776,7 @@ func TestOpenPGPBadSignaturesNakedBrokerKeepsServing(t *testing.T) {
 	garbage := signature.Append(ev("garbage"), []byte("-----BEGIN PGP SIGNATURE-----\n\nnot base64 at all!\n-----END PGP SIGNATURE-----\n"))
 	garbage64 := signature.Append(ev("garbage-base64"), []byte("-----BEGIN PGP SIGNATURE-----\n\nAAECAwQFBgcICQoLDA0ODw==\n-----END PGP SIGNATURE-----\n"))
 
-	b := start(t, func(c *broker.Config) { c.VerifyEvent = senderAuth(tr.Current) })
+	b := start(t, func(c *broker.Config) { c.VerifyEvent = tr.EventSigner })
 	s := subscribe(t, b, vtptest.Comet)
 	for _, tc := range []struct {
 		name    string
