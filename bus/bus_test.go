@@ -16,19 +16,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
+func testLogger(t testing.TB) *slog.Logger { return vtptest.Logger(t, slog.LevelWarn) }
 
 func openBus(t testing.TB, cfg Config) *Bus {
 	t.Helper()
@@ -465,20 +457,7 @@ func TestConsumeStopsWithContext(t *testing.T) {
 // startServer runs a plain nats-server on a random local port, standing in
 // for an external NATS system.
 func startServer(t testing.TB, maxPayload int32) *server.Server {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
-		MaxPayload: maxPayload, NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv
+	return vtptest.NATSServer(t, &server.Options{MaxPayload: maxPayload})
 }
 
 func TestProvisioningExternal(t *testing.T) {

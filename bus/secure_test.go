@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
 // An external NATS system in operator mode (JWT accounts, a user's .creds
@@ -42,21 +44,11 @@ func TestExternalBusWithCredentialsAndMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
-		MaxPayload: 2 << 20, NoSigs: true, NoLog: true,
+	srv := vtptest.NATSServer(t, &server.Options{
+		MaxPayload:       2 << 20,
 		TrustedOperators: []*jwt.OperatorClaims{op}, AccountResolver: resolver, SystemAccount: systemAccount,
 		TLS: true, TLSVerify: true, TLSConfig: serverTLS, TLSTimeout: 5,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.SetLogger(&serverLogger{log: testLogger(t)}, false, false)
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	url := "tls://" + srv.Addr().String()
 
 	clientTLS, err := ClientTLS(pki.ca, pki.clientCert, pki.clientKey)

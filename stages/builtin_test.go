@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
 func TestSaveName(t *testing.T) {
@@ -91,7 +93,7 @@ func TestSaveCollisions(t *testing.T) {
 }
 
 func TestPrintEventSerialized(t *testing.T) {
-	var buf syncBuffer
+	var buf vtptest.SyncBuffer
 	p := NewPrintEvent(&buf)
 	var wg sync.WaitGroup
 	for i := range 50 {

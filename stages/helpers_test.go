@@ -8,35 +8,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/comet-go/comet/bus"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
-
-// syncBuffer is a goroutine-safe bytes.Buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testLog captures everything at debug level and shows it if the test
 // fails.
-func testLog(t testing.TB) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLog(t testing.TB) (*slog.Logger, *vtptest.SyncBuffer) {
+	buf := &vtptest.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("STAGES_TEST_LOG") != "" {
 			t.Log("log:\n" + buf.String())

@@ -15,13 +15,15 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/comet-go/comet/bus"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
 func TestPrintAndSave(t *testing.T) {
 	log, _ := testLog(t)
 	b := openBus(t, t.TempDir(), log)
 	saveDir := t.TempDir()
-	var out syncBuffer
+	var out vtptest.SyncBuffer
 	// Accepted after the bus opened but before the stages started: handled.
 	early := testEvent("early", 0)
 	ingest(t, b, early)
@@ -77,7 +79,7 @@ cat > "$f"
 if grep -q BAD "$f"; then echo "bad event here" >&2; exit 3; fi
 echo "handled fine"
 `)
-	var out syncBuffer
+	var out vtptest.SyncBuffer
 	r := start(t, b, Config{Commands: []string{cmd}, Actions: []string{"print-event"}, Stdout: &out,
 		MaxRetries: 2, CmdPool: 2, Logger: log})
 	stage := CommandStageName(cmd)
@@ -214,7 +216,7 @@ ls "`+dir+`/run" | wc -l > "`+dir+`/count.$$"
 sleep 0.5
 rm "`+dir+`/run/$$"
 `)
-	var out syncBuffer
+	var out vtptest.SyncBuffer
 	r := start(t, b, Config{Commands: []string{cmd}, CmdPool: 2, Actions: []string{"print-event"}, Stdout: &out, Logger: log})
 	const n = 6
 	for i := range n {

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,31 +39,6 @@ import (
 
 const sharedData = "../../../shared/testdata"
 
-// syncBuffer is a stdout that a running tap writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // startBroker runs a receiving broker whose embedded bus listens on a
 // loopback port, as "comet --receive --nats-listen 127.0.0.1:0" would,
 // and returns it with the bus URL.
@@ -77,7 +51,7 @@ func startBroker(t testing.TB) (*broker.Broker, string) {
 		Node:       "tap-test",
 		Version:    "test",
 		EventDB:    t.TempDir(),
-		Logger:     slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:     vtptest.Logger(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +234,7 @@ func TestTapFollows(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb vtptest.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- tapMain(ctx, []string{"--nats", url, "--since", "1h"}, &out, &errb) }()
 
@@ -328,7 +302,7 @@ func TestTapFromNowUntilSIGINT(t *testing.T) {
 	}
 	before := consumers()
 
-	var out, errb syncBuffer
+	var out, errb vtptest.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- runTap([]string{"--nats", url}, &out, &errb) }()
 	// Once its consumer exists, the tap sees every new event (and its
@@ -417,16 +391,7 @@ func TestTapBusFailures(t *testing.T) {
 	ln.Close()
 
 	// A NATS server that no broker has used: no stream to tap.
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	srv := vtptest.NATSServer(t, nil)
 
 	for url, want := range map[string]string{closed: "connecting to", srv.ClientURL(): "no stream COMET_EVENTS"} {
 		out, errs, code := tapRun(t, "--nats", url, "--since", "1h", "--follow=false")
@@ -469,16 +434,7 @@ func TestTapOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	serverTLS.ClientCAs, serverTLS.ClientAuth = serverTLS.RootCAs, tls.RequireAndVerifyClientCert
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true, MaxPayload: 2 << 20, TLS: true, TLSVerify: true, TLSConfig: serverTLS, TLSTimeout: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	srv := vtptest.NATSServer(t, &server.Options{MaxPayload: 2 << 20, TLS: true, TLSVerify: true, TLSConfig: serverTLS, TLSTimeout: 5})
 	url := fmt.Sprintf("tls://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)
 
 	// A broker (here its bus alone) stores one event.

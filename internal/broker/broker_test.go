@@ -33,14 +33,6 @@ const (
 	deliveryWait = 10 * time.Second
 )
 
-// tlog sends broker logs to the test log, shown when a test fails.
-type tlog struct{ t testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
 }
@@ -55,7 +47,7 @@ func start(t testing.TB, mutate func(*broker.Config)) *broker.Broker {
 		Node:      "test",
 		Version:   "test",
 		EventDB:   t.TempDir(),
-		Logger:    slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger:    vtptest.Logger(t, slog.LevelInfo),
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -28,23 +28,10 @@ func (r *slowRecorder) Handle(ctx context.Context, ev *stages.Event) error {
 	return r.recorder.Handle(ctx, ev)
 }
 
-// externalBus runs a NATS JetStream server on a random local port,
-// standing in for the cluster the roles share.
+// externalBus is the URL of a NATS JetStream server standing in for the
+// cluster the roles share.
 func externalBus(t *testing.T) string {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
-		MaxPayload: 2 << 20, NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv.ClientURL()
+	return vtptest.NATSServer(t, &server.Options{MaxPayload: 2 << 20}).ClientURL()
 }
 
 // Scaled out, each role runs alone against one external bus: two ingress

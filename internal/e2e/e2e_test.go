@@ -51,21 +51,9 @@ func TestMain(m *testing.M) {
 // proc is a running comet process.
 type proc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *vtptest.SyncBuffer
 	exited chan struct{}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -92,7 +80,18 @@ func startComet(t *testing.T, eventdb string, p ports, extra ...string) *proc {
 		"--local-ivo", localIVO, "--eventdb", eventdb, "--node", "e2e",
 		"--broadcast-test-interval", "0",
 	}, extra...)
-	pr := &proc{cmd: execComet(args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	pr := launch(t, "comet", args...)
+	for _, addr := range []string{p.recvAddr(), p.castAddr()} {
+		pr.waitListening(t, addr, 20*time.Millisecond)
+	}
+	return pr
+}
+
+// launch starts a comet process with args; the test's cleanup kills it
+// and, if the test failed, logs its output.
+func launch(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	pr := &proc{cmd: execComet(args...), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
 	pr.cmd.Stdout, pr.cmd.Stderr = pr.out, pr.out
 	if err := pr.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -102,30 +101,33 @@ func startComet(t *testing.T, eventdb string, p ports, extra ...string) *proc {
 		pr.cmd.Process.Kill()
 		<-pr.exited
 		if t.Failed() {
-			t.Logf("comet output:\n%s", pr.out.String())
+			t.Logf("%s output:\n%s", name, pr.out.String())
 		}
 	})
-	// Ready when both ports accept connections.
-	deadline := time.Now().Add(wait)
-	for _, addr := range []string{p.recvAddr(), p.castAddr()} {
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-pr.exited:
-				t.Fatalf("comet exited early:\n%s", pr.out.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("comet not listening on %s:\n%s", addr, pr.out.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	return pr
+}
+
+// waitListening waits until addr accepts connections, polling every
+// poll; the process exiting first, or wait passing, fails the test.
+func (pr *proc) waitListening(t *testing.T, addr string, poll time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-pr.exited:
+			t.Fatalf("comet exited early:\n%s", pr.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("comet not listening on %s:\n%s", addr, pr.out.String())
+		}
+		time.Sleep(poll)
+	}
 }
 
 func execComet(args ...string) *exec.Cmd {

@@ -413,42 +413,17 @@ func TestOpenPGPStartupErrors(t *testing.T) {
 // must not kill it. Here it comes as soon as the receive port accepts
 // connections, the usual readiness check of scripts and supervisors; the
 // listeners are bound before the bus opens, so the broker is still
-// starting. This fails while cmd/comet/main.go calls signal.Notify for
-// SIGHUP only after broker.Start has returned: until then SIGHUP's default
-// action terminates the process (exit status 129).
+// starting. SIGHUP's default action would end the process (exit status
+// 129), so cmd/comet must catch it before it opens the listeners.
 func TestOpenPGPSIGHUPDuringStartupKeepsBroker(t *testing.T) {
 	p := newPorts(t)
-	c := &proc{cmd: execComet("--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", p.recv), "--local-ivo", localIVO,
-		"--eventdb", t.TempDir(), "--node", "e2e", "--sender-auth", "--trusted-keys", pgpFile("author.pub.asc")),
-		out: &syncBuffer{}, exited: make(chan struct{})}
-	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		c.cmd.Process.Kill()
-		<-c.exited
-		if t.Failed() {
-			t.Logf("comet output:\n%s", c.out.String())
-		}
-	})
-	deadline := time.Now().Add(wait)
-	for {
-		conn, err := net.DialTimeout("tcp", p.recvAddr(), time.Second)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("comet never listened")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	c := launch(t, "comet", "--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", p.recv), "--local-ivo", localIVO,
+		"--eventdb", t.TempDir(), "--node", "e2e", "--sender-auth", "--trusted-keys", pgpFile("author.pub.asc"))
+	c.waitListening(t, p.recvAddr(), time.Millisecond)
 	c.cmd.Process.Signal(syscall.SIGHUP)
 	select {
 	case <-c.exited:
-		t.Fatalf("comet died of a SIGHUP sent once its port accepted (%v): the SIGHUP handler is installed only after broker.Start returns", c.cmd.ProcessState)
+		t.Fatalf("comet died of a SIGHUP sent once its port accepted (%v)", c.cmd.ProcessState)
 	case <-time.After(time.Second):
 	}
 	mustAckE2E(t, p.recvAddr(), pgpVector(t, "event-signed-author.xml"))

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -118,20 +117,7 @@ func TestStageWorkerProcess(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "worker.log")
 	cmd := script(t, fmt.Sprintf("sha1sum | cut -c1-40 >> %s\n", log))
-	w := &proc{out: &syncBuffer{}, exited: make(chan struct{})}
-	w.cmd = execComet("--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort), "--cmd", cmd, "--node", "worker")
-	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.cmd.Wait(); close(w.exited) }()
-	t.Cleanup(func() {
-		w.cmd.Process.Signal(syscall.SIGKILL)
-		<-w.exited
-		if t.Failed() {
-			t.Logf("worker output:\n%s", w.out.String())
-		}
-	})
+	w := launch(t, "worker", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort), "--cmd", cmd, "--node", "worker")
 	deadline := time.Now().Add(wait)
 	for !strings.Contains(w.out.String(), "stage") {
 		select {
