@@ -52,8 +52,25 @@ const (
 	// no deadline.
 	DefaultRequestTimeout = 5 * time.Second
 	// DefaultStartTimeout bounds the embedded server's start-up, which
-	// includes recovering the store.
+	// includes recovering the store, and how long a management request a
+	// clustered system leaves unanswered is repeated (retryUnanswered).
 	DefaultStartTimeout = 30 * time.Second
+)
+
+// Timings of a clustered system's silences (a stream or consumer without a
+// Raft leader answers nothing).
+const (
+	// PullHeartbeat and PullExpiry shape a consumer's pull requests. A
+	// pull lives on the consumer's leader and is lost with it; two missed
+	// heartbeats tell, and the consumer pulls again.
+	PullHeartbeat = time.Second
+	PullExpiry    = 10 * time.Second
+	// UnansweredRetryPause separates repeats of an unanswered management
+	// request.
+	UnansweredRetryPause = 250 * time.Millisecond
+	// ClaimPollInterval is how often Ingest looks for the stored event of
+	// a young claim made by another call (see Ingest).
+	ClaimPollInterval = 250 * time.Millisecond
 )
 
 // HeaderRoom is what a message may carry on top of its payload: the server's

@@ -101,13 +101,10 @@ func (c *Consumer) start(ctx context.Context) (jetstream.MessagesContext, error)
 	if err != nil {
 		return nil, err
 	}
-	// A pull request lives on the consumer's leader. If the leader
-	// changes (a NATS node dies, a step-down) while this connection
-	// survives, the request is silently gone; only missing heartbeats
-	// tell. nats.go's default (30 s expiry, 15 s heartbeat) noticed that
-	// after 30 s; these notice it after 2 x PullHeartbeat.
+	// nats.go's defaults (30 s expiry, 15 s heartbeat) noticed a pull lost
+	// with its leader after 30 s; see PullHeartbeat.
 	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(c.b.cfg.Prefetch, c.b.cfg.PrefetchBytes),
-		jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(time.Second))
+		jetstream.PullExpiry(PullExpiry), jetstream.PullHeartbeat(PullHeartbeat))
 	if err != nil {
 		return nil, fmt.Errorf("bus: consuming %s: %w", c.durable, err)
 	}

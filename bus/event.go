@@ -249,7 +249,7 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 			select {
 			case <-ctx.Done():
 				return 0, fmt.Errorf("bus: waiting for the claim on %s: %w", key, ctx.Err())
-			case <-time.After(min(b.cfg.ClaimTimeout-age, 250*time.Millisecond)):
+			case <-time.After(min(b.cfg.ClaimTimeout-age, ClaimPollInterval)):
 			}
 			age = time.Since(e.created)
 			stored, err = b.stored(ctx, key)

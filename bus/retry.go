@@ -28,7 +28,7 @@ func (b *Bus) retryUnanswered(ctx context.Context, what string, step func(contex
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(UnansweredRetryPause):
 		}
 	}
 }
