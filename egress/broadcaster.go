@@ -64,9 +64,10 @@ const (
 	DefaultAuthTimeout = 30 * time.Second
 )
 
-// DefaultMaxVerifying bounds signature checks of authenticate replies
-// running at once (0 = this): they cost CPU and anyone may ask for them.
-var DefaultMaxVerifying = 4 * runtime.GOMAXPROCS(0)
+// VerifyingPerCPU sets the default bound on signature checks of
+// authenticate replies running at once (MaxVerifying 0 = this many per
+// GOMAXPROCS): they cost CPU and anyone may ask for them.
+const VerifyingPerCPU = 4
 
 // Broadcaster serves subscribers on any number of listeners. Configure the
 // fields, then call Serve per listener and Run once; Broadcast relays events.
@@ -94,7 +95,7 @@ type Broadcaster struct {
 	// disconnects it.
 	VerifySubscriber func(msg []byte) (signer string, err error)
 	AuthTimeout      time.Duration // 0 = DefaultAuthTimeout
-	MaxVerifying     int           // signature checks at once; 0 = DefaultMaxVerifying
+	MaxVerifying     int           // signature checks at once; 0 = VerifyingPerCPU × GOMAXPROCS
 
 	initOnce  sync.Once
 	filters   *filter.Cache
@@ -115,7 +116,7 @@ func (b *Broadcaster) init() {
 		b.filters = filter.NewCache(DefaultFilterCacheSize)
 		n := b.MaxVerifying
 		if n <= 0 {
-			n = DefaultMaxVerifying
+			n = VerifyingPerCPU * runtime.GOMAXPROCS(0)
 		}
 		b.verifying = make(chan struct{}, n)
 		b.subs = make(map[*subscriber]struct{})

@@ -32,10 +32,11 @@ const (
 	DefaultLingerTimeout = 2 * time.Second
 )
 
-// DefaultMaxVerifying is the default number of signature checks run at
-// once: a few per core keeps every core busy without letting a flood of
-// signed submissions queue unbounded work.
-var DefaultMaxVerifying = 4 * runtime.GOMAXPROCS(0)
+// VerifyingPerCPU sets the default bound on signature checks running at
+// once (MaxVerifying 0 = this many per GOMAXPROCS): a few per core keeps
+// every core busy without letting a flood of signed submissions queue
+// unbounded work.
+const VerifyingPerCPU = 4
 
 // SignatureRejectReason starts the nak reason of a signature failure, as
 // in Comet's 2012 design (spec/openpgp.md §5); ours adds why after ": ".
@@ -69,7 +70,7 @@ type Receiver struct {
 	VerifySignature func(payload []byte, author string) (signer string, err error)
 	// MaxVerifying bounds signature checks running at once (they cost
 	// CPU, and unauthenticated peers can ask for them); 0 =
-	// DefaultMaxVerifying. A submission waits for a slot within its
+	// VerifyingPerCPU × GOMAXPROCS. A submission waits for a slot within its
 	// Timeout.
 	MaxVerifying int
 
@@ -230,7 +231,7 @@ func (r *Receiver) verify(payload []byte, author string, deadline time.Time) (st
 	r.verifyOnce.Do(func() {
 		n := r.MaxVerifying
 		if n <= 0 {
-			n = DefaultMaxVerifying
+			n = VerifyingPerCPU * runtime.GOMAXPROCS(0)
 		}
 		r.verifying = make(chan struct{}, n)
 	})
