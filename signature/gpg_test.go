@@ -3,102 +3,33 @@ package signature
 import (
 	"bytes"
 	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/comet-go/comet/internal/gpgtest"
 )
 
 // Round trips with real GnuPG (2.2 here; CI installs it). Each test gets a
 // throw-away GNUPGHOME and stops its agent at the end.
 
-type gpgHome struct {
-	t   *testing.T
-	dir string
-}
-
-func newGPGHome(t *testing.T) *gpgHome {
+// signSpan has gpg sign span A of payload with key fpr; extra gpg
+// arguments (e.g. --comment) may be given.
+func signSpan(t *testing.T, h *gpgtest.Home, fpr string, payload []byte, extra ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Skip("gpg not on PATH")
-	}
-	// Not t.TempDir(): gpg-agent's socket path must stay under ~100 bytes.
-	dir, err := os.MkdirTemp("", "gpg")
+	a, _, err := Spans(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		kill := exec.Command("gpgconf", "--kill", "gpg-agent")
-		kill.Env = append(os.Environ(), "GNUPGHOME="+dir)
-		_ = kill.Run()
-		os.RemoveAll(dir)
-	})
-	return &gpgHome{t: t, dir: dir}
+	return h.DetachSign(fpr, a, extra...)
 }
 
-// run runs gpg non-interactively (keys without passphrase) and returns its
-// standard output and error.
-func (h *gpgHome) run(stdin []byte, args ...string) (stdout, stderr []byte) {
-	h.t.Helper()
-	cmd := exec.Command("gpg", append([]string{"--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+h.dir)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		h.t.Fatalf("gpg %s: %v\n%s", strings.Join(args, " "), err, errOut.Bytes())
-	}
-	return out.Bytes(), errOut.Bytes()
-}
-
-// genKey makes a signing key valid for a day and returns its fingerprint.
-func (h *gpgHome) genKey(uid, algo string) string {
-	h.t.Helper()
-	h.run(nil, "--quick-gen-key", uid, algo, "sign", "1d")
-	out, _ := h.run(nil, "--with-colons", "--list-keys", "="+uid)
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Split(line, ":"); f[0] == "fpr" && len(f) > 9 {
-			return f[9]
-		}
-	}
-	h.t.Fatalf("no fingerprint for %s in\n%s", uid, out)
-	return ""
-}
-
-func (h *gpgHome) file(name string, data []byte) string {
-	h.t.Helper()
-	path := filepath.Join(h.dir, name)
-	writeFile(h.t, path, data)
-	return path
-}
-
-// detachSign has gpg sign span A of payload with key fpr; extra gpg
-// arguments (e.g. --comment) may be given.
-func (h *gpgHome) detachSign(fpr string, payload []byte, extra ...string) []byte {
-	h.t.Helper()
-	a, _, err := Spans(payload)
+// exported is what gpg --export args gives, as a Keyring.
+func exported(t *testing.T, h *gpgtest.Home, args ...string) *Keyring {
+	t.Helper()
+	k, err := ReadKeyring(bytes.NewReader(h.Run(nil, append([]string{"--export"}, args...)...)))
 	if err != nil {
-		h.t.Fatal(err)
-	}
-	span := h.file("span.bin", a)
-	sig := filepath.Join(h.dir, "span.bin.asc")
-	os.Remove(sig)
-	args := append([]string{"--local-user", fpr, "--detach-sign", "--armor", "--output", sig}, extra...)
-	h.run(nil, append(args, span)...)
-	out, err := os.ReadFile(sig)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return out
-}
-
-func (h *gpgHome) keyring(args ...string) *Keyring {
-	h.t.Helper()
-	out, _ := h.run(nil, append([]string{"--export"}, args...)...)
-	k, err := ReadKeyring(bytes.NewReader(out))
-	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return k
 }
@@ -109,16 +40,16 @@ func (h *gpgHome) keyring(args ...string) *Keyring {
 func TestGPGSignsWeVerify(t *testing.T) {
 	for _, algo := range []string{"rsa2048", "ed25519"} {
 		t.Run(algo, func(t *testing.T) {
-			h := newGPGHome(t)
+			h := gpgtest.New(t)
 			const uid = "ivo://example.org/gpgauthor"
-			fpr := h.genKey(uid, algo)
+			fpr := h.GenKey(uid, algo)
 			payload := event(uid)
-			sig := h.detachSign(fpr, payload, "--comment", "made by gpg--test")
+			sig := signSpan(t, h, fpr, payload, "--comment", "made by gpg--test")
 			if !bytes.Contains(sig, []byte("Comment: made by gpg--test")) {
 				t.Fatalf("no armour header:\n%s", sig)
 			}
-			armoured, _ := h.run(nil, "--export", "--armor", fpr)
-			fromFile, err := LoadKeyring(h.file("trusted.asc", armoured))
+			armoured := h.Run(nil, "--export", "--armor", fpr)
+			fromFile, err := LoadKeyring(h.File("trusted.asc", armoured))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,7 +57,7 @@ func TestGPGSignsWeVerify(t *testing.T) {
 			byHand = append(byHand, bytes.ReplaceAll(bytes.Replace(sig, []byte("gpg--test"), []byte("gpg test"), 1), []byte("-----"), []byte("====="))...)
 			byHand = append(byHand, "\n-->"...)
 			for name, doc := range map[string][]byte{"Append": Append(payload, sig), "by-hand-with-header": byHand} {
-				for ringName, k := range map[string]*Keyring{"binary export": h.keyring(fpr), "armoured export": fromFile} {
+				for ringName, k := range map[string]*Keyring{"binary export": exported(t, h, fpr), "armoured export": fromFile} {
 					v := &Verifier{Trusted: k} // real clock: gpg signed just now
 					res, err := v.VerifyEvent(doc, uid)
 					if err != nil {
@@ -138,9 +69,9 @@ func TestGPGSignsWeVerify(t *testing.T) {
 				}
 			}
 			// Another author's event: refused, naming both identities.
-			v := &Verifier{Trusted: h.keyring(fpr)}
+			v := &Verifier{Trusted: exported(t, h, fpr)}
 			other := event("ivo://example.org/someone-else")
-			if _, err := v.VerifyEvent(Append(other, h.detachSign(fpr, other)), "ivo://example.org/someone-else"); !errors.Is(err, ErrIdentityMismatch) {
+			if _, err := v.VerifyEvent(Append(other, signSpan(t, h, fpr, other)), "ivo://example.org/someone-else"); !errors.Is(err, ErrIdentityMismatch) {
 				t.Fatalf("got %v", err)
 			}
 		})
@@ -151,15 +82,15 @@ func TestGPGSignsWeVerify(t *testing.T) {
 // vector key (RSA, passphrase-protected) and for a key gpg generated and
 // exported without passphrase (Ed25519).
 func TestWeSignGPGVerifies(t *testing.T) {
-	h := newGPGHome(t)
-	gpgFpr := h.genKey("ivo://example.org/gpgsigner", "ed25519")
-	secret, _ := h.run(nil, "--export-secret-keys", "--armor", gpgFpr)
-	h.run(vector(t, "author.pub.asc"), "--import")
+	h := gpgtest.New(t)
+	gpgFpr := h.GenKey("ivo://example.org/gpgsigner", "ed25519")
+	secret := h.Run(nil, "--export-secret-keys", "--armor", gpgFpr)
+	h.Run(vector(t, "author.pub.asc"), "--import")
 	for _, tc := range []struct {
 		name, keys, id, pass, fpr string
 	}{
 		{"vector-rsa", filepath.Join(vectorDir, "author.sec.asc"), "9802FF2D", filepath.Join(vectorDir, "passphrase.txt"), authorFpr},
-		{"gpg-ed25519", h.file("secret.asc", secret), gpgFpr, "", gpgFpr},
+		{"gpg-ed25519", h.File("secret.asc", secret), gpgFpr, "", gpgFpr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := LoadSigner(tc.keys, tc.id, tc.pass) // real clock, as gpg checks times
@@ -178,10 +109,9 @@ func TestWeSignGPGVerifies(t *testing.T) {
 			if err != nil || len(blocks) != 1 {
 				t.Fatalf("%v %d", err, len(blocks))
 			}
-			span, sig := h.file("ours.bin", a), h.file("ours.bin.asc", blocks[0].Armour)
-			status, stderr := h.run(nil, "--status-fd", "1", "--verify", sig, span)
-			if !bytes.Contains(status, []byte("[GNUPG:] GOODSIG")) || !bytes.Contains(status, []byte("VALIDSIG "+tc.fpr)) {
-				t.Fatalf("gpg --verify:\n%s\n%s", status, stderr)
+			status, err := h.Verify(blocks[0].Armour, a)
+			if err != nil || !strings.Contains(status, "[GNUPG:] GOODSIG") || !strings.Contains(status, "VALIDSIG "+tc.fpr) {
+				t.Fatalf("gpg --verify: %v\n%s", err, status)
 			}
 		})
 	}
@@ -190,8 +120,8 @@ func TestWeSignGPGVerifies(t *testing.T) {
 // A subscriber's authenticate reply signed by gpg passes VerifyAny with its
 // key trusted, and only then.
 func TestGPGAuthenticateReply(t *testing.T) {
-	h := newGPGHome(t)
-	fpr := h.genKey("ivo://example.org/gpglistener", "ed25519")
+	h := gpgtest.New(t)
+	fpr := h.GenKey("ivo://example.org/gpglistener", "ed25519")
 	reply := []byte(`<?xml version='1.0' encoding='UTF-8'?>
 <trn:Transport xmlns:trn="http://www.telescope-networks.org/xml/Transport/v1.1" version="1.0" role="authenticate">
   <Origin>ivo://example.org/broker</Origin>
@@ -199,8 +129,8 @@ func TestGPGAuthenticateReply(t *testing.T) {
   <TimeStamp>2026-11-24T12:00:01Z</TimeStamp>
 </trn:Transport>
 `)
-	doc := Append(reply, h.detachSign(fpr, reply))
-	listener := h.keyring(fpr)
+	doc := Append(reply, signSpan(t, h, fpr, reply))
+	listener := exported(t, h, fpr)
 	res, err := (&Verifier{Trusted: listener}).VerifyAny(doc)
 	if err != nil || res.Fingerprint != fpr {
 		t.Fatalf("%+v, %v", res, err)
@@ -214,20 +144,20 @@ func TestGPGAuthenticateReply(t *testing.T) {
 // certifies the notary's user ID (gpg --quick-sign-key), the notary signs,
 // and the event passes with only the author trusted.
 func TestGPGNotary(t *testing.T) {
-	h := newGPGHome(t)
+	h := gpgtest.New(t)
 	const uid = "ivo://example.org/gpgauthor"
-	author := h.genKey(uid, "ed25519")
-	notary := h.genKey("GPG Notary <notary@example.org>", "ed25519")
-	h.run(nil, "--local-user", author, "--quick-sign-key", notary)
+	author := h.GenKey(uid, "ed25519")
+	notary := h.GenKey("GPG Notary <notary@example.org>", "ed25519")
+	h.Run(nil, "--local-user", author, "--quick-sign-key", notary)
 	payload := event(uid)
-	doc := Append(payload, h.detachSign(notary, payload))
-	v := &Verifier{Trusted: h.keyring(author), Others: h.keyring(notary)}
+	doc := Append(payload, signSpan(t, h, notary, payload))
+	v := &Verifier{Trusted: exported(t, h, author), Others: exported(t, h, notary)}
 	res, err := v.VerifyEvent(doc, uid)
 	if err != nil || res.Fingerprint != notary || res.TrustedBy != author {
 		t.Fatalf("%+v, %v", res, err)
 	}
 	// With the notary trusted instead, its name is not the author's.
-	v = &Verifier{Trusted: h.keyring(notary)}
+	v = &Verifier{Trusted: exported(t, h, notary)}
 	if _, err := v.VerifyEvent(doc, uid); !errors.Is(err, ErrIdentityMismatch) {
 		t.Fatalf("got %v", err)
 	}
@@ -235,9 +165,9 @@ func TestGPGNotary(t *testing.T) {
 
 // Pointing LoadKeyring at GnuPG's keybox (or its home) explains what to do.
 func TestGPGKeybox(t *testing.T) {
-	h := newGPGHome(t)
-	h.genKey("ivo://example.org/gpgkbx", "ed25519")
-	for _, path := range []string{filepath.Join(h.dir, "pubring.kbx"), h.dir} {
+	h := gpgtest.New(t)
+	h.GenKey("ivo://example.org/gpgkbx", "ed25519")
+	for _, path := range []string{filepath.Join(h.Dir, "pubring.kbx"), h.Dir} {
 		_, err := LoadKeyring(path)
 		if !errors.Is(err, ErrKeybox) || !strings.Contains(err.Error(), "gpg --export") || !strings.Contains(err.Error(), "pubring.kbx") {
 			t.Fatalf("%s: got %v", path, err)

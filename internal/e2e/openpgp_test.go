@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/internal/gpgtest"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/signature"
 	"github.com/comet-go/comet/voevent"
@@ -145,52 +145,9 @@ func TestOpenPGPSIGHUPReloadsTrustedKeys(t *testing.T) {
 	}
 }
 
-// gnupg is a throw-away GnuPG home. Its path is short (os.MkdirTemp("",
-// "g")): gpg-agent's socket path must fit in a sockaddr_un.
-type gnupg struct{ home string }
-
-func newGnuPG(t *testing.T) *gnupg {
-	t.Helper()
-	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Skip("gpg not on PATH")
-	}
-	home, err := os.MkdirTemp("", "g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(home, 0o700)
-	g := &gnupg{home: home}
-	t.Cleanup(func() {
-		if _, err := exec.LookPath("gpgconf"); err == nil {
-			cmd := exec.Command("gpgconf", "--kill", "gpg-agent")
-			cmd.Env = append(os.Environ(), "GNUPGHOME="+home)
-			cmd.Run()
-		}
-		os.RemoveAll(home)
-	})
-	return g
-}
-
-// run runs gpg in this home; the error includes gpg's output.
-func (g *gnupg) run(args ...string) (string, error) {
-	cmd := exec.Command("gpg", append([]string{"--batch", "--no-tty"}, args...)...)
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+g.home)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (g *gnupg) must(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := g.run(args...)
-	if err != nil {
-		t.Fatalf("gpg %q: %v\n%s", args, err, out)
-	}
-	return out
-}
-
-// verifyWithGPG checks doc's signature with gpg over the span the
-// signature package extracts: span A, and the block's armour.
-func (g *gnupg) verify(t *testing.T, doc []byte) (string, error) {
+// gpgVerify has gpg check doc's signature over the span the signature
+// package extracts: span A, and the one block's armour.
+func gpgVerify(t *testing.T, g *gpgtest.Home, doc []byte) (string, error) {
 	t.Helper()
 	a, _, err := signature.Spans(doc)
 	if err != nil {
@@ -203,37 +160,26 @@ func (g *gnupg) verify(t *testing.T, doc []byte) (string, error) {
 	if len(blocks) != 1 {
 		t.Fatalf("%d signature blocks, want 1", len(blocks))
 	}
-	dir := t.TempDir()
-	sig := writeFile(t, filepath.Join(dir, "sig.asc"), blocks[0].Armour)
-	span := writeFile(t, filepath.Join(dir, "span.bin"), a)
-	return g.run("--verify", sig, span)
+	return g.Verify(blocks[0].Armour, a)
 }
 
-// detachSign has gpg sign the span A of doc with key fpr and appends the
-// armoured signature as signature.Append does.
-func (g *gnupg) detachSign(t *testing.T, fpr string, doc []byte) []byte {
+// gpgSign has gpg sign span A of doc with key fpr and appends the
+// signature as signature.Append does.
+func gpgSign(t *testing.T, g *gpgtest.Home, fpr string, doc []byte) []byte {
 	t.Helper()
 	a, _, err := signature.Spans(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	span := writeFile(t, filepath.Join(dir, "span.bin"), a)
-	sig := filepath.Join(dir, "span.bin.asc")
-	g.must(t, "--pinentry-mode", "loopback", "--passphrase", "", "--local-user", fpr, "--detach-sign", "--armor", "-o", sig, span)
-	armour, err := os.ReadFile(sig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signature.Append(doc, armour)
+	return signature.Append(doc, g.DetachSign(fpr, a))
 }
 
 // comet-sendvo --sign, in both forms, against comet --sender-auth: acked,
 // and what subscribers receive is the event's own bytes plus a signature
 // that GnuPG verifies over span A.
 func TestOpenPGPSendVOSignVerifiedByGnuPG(t *testing.T) {
-	g := newGnuPG(t)
-	g.must(t, "--import", pgpFile("author.pub.asc"))
+	g := gpgtest.New(t)
+	g.Run(nil, "--import", pgpFile("author.pub.asc"))
 
 	db, p := t.TempDir(), newPorts(t)
 	startComet(t, db, p, "--sender-auth", "--trusted-keys", pgpFile("author.pub.asc"))
@@ -255,7 +201,7 @@ func TestOpenPGPSendVOSignVerifiedByGnuPG(t *testing.T) {
 			!bytes.HasSuffix(got, []byte("=====END PGP SIGNATURE=====\n\n-->")) {
 			t.Fatalf("event %d: not the file's bytes followed by one signature comment:\n%s", i, got)
 		}
-		out, err := g.verify(t, got)
+		out, err := gpgVerify(t, g, got)
 		if err != nil {
 			t.Fatalf("event %d: gpg --verify: %v\n%s", i, err, out)
 		}
@@ -264,7 +210,7 @@ func TestOpenPGPSendVOSignVerifiedByGnuPG(t *testing.T) {
 		}
 		// The check has teeth: one byte changed in the span fails.
 		tampered := bytes.Replace(got, []byte("Composed event"), []byte("Composed Event"), 1)
-		if out, err := g.verify(t, tampered); err == nil || !strings.Contains(out, "BAD signature") {
+		if out, err := gpgVerify(t, g, tampered); err == nil || !strings.Contains(out, "BAD signature") {
 			t.Fatalf("event %d: gpg accepted a tampered span:\n%s", i, out)
 		}
 	}
@@ -324,24 +270,14 @@ func (s *signedSub) Events() [][]byte {
 // subscriber whose authenticate reply gpg signed is served by
 // --subscriber-auth; an unsigned one is dropped without events.
 func TestOpenPGPGnuPGMadeKeyAndSignatures(t *testing.T) {
-	g := newGnuPG(t)
-	g.must(t, "--passphrase", "", "--quick-gen-key", authorIVORN, "ed25519", "sign", "1d")
-	var fpr string
-	for _, line := range strings.Split(g.must(t, "--with-colons", "--list-keys", authorIVORN), "\n") {
-		if f := strings.Split(line, ":"); len(f) > 9 && f[0] == "fpr" {
-			fpr = f[9]
-			break
-		}
-	}
-	if fpr == "" {
-		t.Fatal("no fingerprint for the generated key")
-	}
-	keyFile := writeFile(t, filepath.Join(t.TempDir(), "gpg-key.asc"), []byte(g.must(t, "--export", "--armor", fpr)))
+	g := gpgtest.New(t)
+	fpr := g.GenKey(authorIVORN, "ed25519")
+	keyFile := writeFile(t, filepath.Join(t.TempDir(), "gpg-key.asc"), g.Run(nil, "--export", "--armor", fpr))
 
 	db, p := t.TempDir(), newPorts(t)
 	c := startComet(t, db, p, "--sender-auth", "--subscriber-auth", "--trusted-keys", keyFile, "--auth-timeout", "10s")
 
-	reply := g.detachSign(t, fpr, vtp.AuthenticateReply(localIVO, "ivo://test.subscriber/gpg", nil, time.Now()))
+	reply := gpgSign(t, g, fpr, vtp.AuthenticateReply(localIVO, "ivo://test.subscriber/gpg", nil, time.Now()))
 	served := dialSigned(t, p.castAddr(), reply)
 	c.waitLog(t, "subscriber authenticated", 1)
 	if !strings.Contains(c.out.String(), fpr) {
@@ -351,7 +287,7 @@ func TestOpenPGPGnuPGMadeKeyAndSignatures(t *testing.T) {
 	c.waitLog(t, "authentication failed: no signature", 1)
 
 	_, ev := unsignedEvent(t, "gpg-signed")
-	signed := g.detachSign(t, fpr, ev)
+	signed := gpgSign(t, g, fpr, ev)
 	mustAckE2E(t, p.recvAddr(), signed)
 	if !vtptest.WaitUntil(wait, func() bool { return len(served.Events()) == 1 }) {
 		t.Fatal("gpg-authenticated subscriber did not get the gpg-signed event")
