@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -106,27 +107,17 @@ func signedReply(t *testing.T) []byte {
 
 // pgpLog keeps a broker's log for assertions and copies it to the test log.
 type pgpLog struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  strings.Builder
+	vtptest.SyncBuffer
+	t testing.TB
 }
-
-func (l *pgpLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.b.Write(p)
-	l.mu.Unlock()
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func (l *pgpLog) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 func (l *pgpLog) waitFor(d time.Duration, s string) bool {
 	return waitUntil(d, func() bool { return strings.Contains(l.String(), s) })
 }
 
 func logTo(l *pgpLog) *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	w := io.MultiWriter(&l.SyncBuffer, vtptest.LogWriter{T: l.t})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // authSub is a subscriber that answers the broker's authenticate request
