@@ -17,7 +17,7 @@ const benchAuthors = 32
 
 // BenchmarkIngest measures the author's critical path (claim, publish,
 // stored ack) with unique 5.7 KB events (testdata copy of
-// shared/testdata/bench/gbm_flt_pos_v20.xml, ivorn made unique per op).
+// testdata/bench/gbm_flt_pos_v20.xml, ivorn made unique per op).
 func BenchmarkIngest(b *testing.B) {
 	for _, tc := range []struct {
 		name string
@@ -47,7 +47,7 @@ func BenchmarkIngest(b *testing.B) {
 var benchRun atomic.Int64
 
 func benchIngest(b *testing.B, bus *Bus) {
-	base, err := os.ReadFile("testdata/gbm_flt_pos_v20.xml")
+	base, err := os.ReadFile("../testdata/bench/gbm_flt_pos_v20.xml")
 	if err != nil {
 		b.Fatal(err)
 	}

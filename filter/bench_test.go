@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-const benchFile = "../../shared/testdata/bench/gbm_flt_pos_v20.xml"
+const benchFile = "../testdata/bench/gbm_flt_pos_v20.xml"
 
 const benchFilter = `//Param[@name="Packet_Type" and @value="61"]`
 

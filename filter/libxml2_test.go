@@ -46,8 +46,8 @@ func TestLibxml2Golden(t *testing.T) {
 		switch {
 		case src == "const:sample":
 			payload = []byte(sampleEvent)
-		case strings.HasPrefix(src, "shared:"):
-			payload, err = os.ReadFile(filepath.Join(sharedDir(t), "testdata", "voevents", strings.TrimPrefix(src, "shared:")))
+		case strings.HasPrefix(src, "voevents:"):
+			payload, err = os.ReadFile(filepath.Join("..", "testdata", "voevents", strings.TrimPrefix(src, "voevents:")))
 		default:
 			payload, err = os.ReadFile(filepath.Join("testdata", src))
 		}

@@ -19,7 +19,7 @@
 # accepted event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORKLOAD=${WORKLOAD:-../shared/testdata/bench/gbm_flt_pos_v20.xml}
+WORKLOAD=${WORKLOAD:-testdata/bench/gbm_flt_pos_v20.xml}
 N=${N:-30000}
 C=${C:-32}
 BIN=$(mktemp -d)

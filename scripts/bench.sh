@@ -8,7 +8,7 @@
 #   sleeps 1 s, pool 8; reports when the last command finished)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORKLOAD=${WORKLOAD:-../shared/testdata/bench/gbm_flt_pos_v20.xml}
+WORKLOAD=${WORKLOAD:-testdata/bench/gbm_flt_pos_v20.xml}
 BIN=$(mktemp -d)
 trap 'rm -rf "$BIN"' EXIT
 go build -o "$BIN/" ./cmd/comet ./cmd/vtp-load

@@ -15,7 +15,7 @@ import (
 )
 
 // The shared test vectors (testdata/openpgp/README.md).
-var vectorDir = filepath.Join("..", "..", "shared", "testdata", "openpgp")
+var vectorDir = filepath.Join("..", "testdata", "openpgp")
 
 const (
 	authorFpr   = "486658CA5AAD0680E4D75E445EFA82579802FF2D"

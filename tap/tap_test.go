@@ -18,7 +18,7 @@ import (
 	"github.com/comet-go/comet/voevent"
 )
 
-const voevents = "../../shared/testdata/voevents"
+const voevents = "../testdata/voevents"
 
 func sample(t testing.TB, name string) []byte {
 	t.Helper()

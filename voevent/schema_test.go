@@ -14,7 +14,7 @@ import (
 // 2.0 schema, with lxml's CDATA merging).
 
 func base(t testing.TB) string {
-	return string(readShared(t, "bench", "gbm_flt_pos_v20.xml"))
+	return string(readTestdata(t, "bench", "gbm_flt_pos_v20.xml"))
 }
 
 // mutate replaces the first occurrence of old, which must exist.
@@ -180,7 +180,7 @@ func TestSchemaErrorKeepsInfo(t *testing.T) {
 }
 
 func BenchmarkInspectSchema(b *testing.B) {
-	payload := readShared(b, "bench", "gbm_flt_pos_v20.xml")
+	payload := readTestdata(b, "bench", "gbm_flt_pos_v20.xml")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
 	for b.Loop() {
@@ -192,7 +192,7 @@ func BenchmarkInspectSchema(b *testing.B) {
 }
 
 func BenchmarkInspect(b *testing.B) {
-	payload := readShared(b, "bench", "gbm_flt_pos_v20.xml")
+	payload := readTestdata(b, "bench", "gbm_flt_pos_v20.xml")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
 	for b.Loop() {
@@ -203,7 +203,7 @@ func BenchmarkInspect(b *testing.B) {
 }
 
 func BenchmarkInspectSchemaParallel(b *testing.B) {
-	payload := readShared(b, "bench", "gbm_flt_pos_v20.xml")
+	payload := readTestdata(b, "bench", "gbm_flt_pos_v20.xml")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
 	b.RunParallel(func(pb *testing.PB) {
@@ -217,9 +217,9 @@ func BenchmarkInspectSchemaParallel(b *testing.B) {
 
 // FuzzInspect: never panics, and the result is self-consistent.
 func FuzzInspect(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join(sharedTestdata, "voevents", "*.xml"))
-	files = append(files, filepath.Join(sharedTestdata, "bench", "gbm_flt_pos_v20.xml"),
-		filepath.Join(sharedTestdata, "openpgp", "event-signed-twice.xml"))
+	files, _ := filepath.Glob(filepath.Join(testdataDir, "voevents", "*.xml"))
+	files = append(files, filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"),
+		filepath.Join(testdataDir, "openpgp", "event-signed-twice.xml"))
 	for _, name := range files {
 		if b, err := os.ReadFile(name); err == nil {
 			f.Add(b, true)

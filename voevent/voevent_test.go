@@ -21,29 +21,29 @@ import (
 )
 
 // The shared test data sits beside the main checkout (as in CI).
-var sharedTestdata = filepath.Join("..", "..", "shared", "testdata")
+var testdataDir = filepath.Join("..", "testdata")
 
-func readShared(t testing.TB, parts ...string) []byte {
+func readTestdata(t testing.TB, parts ...string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(append([]string{sharedTestdata}, parts...)...))
+	b, err := os.ReadFile(filepath.Join(append([]string{testdataDir}, parts...)...))
 	if err != nil {
 		t.Fatalf("shared test data: %v", err)
 	}
 	return b
 }
 
-// sample is one row of testdata/voevents/SOURCES.md.
+// sample is one row of testdata/voevents/README.md.
 type sample struct {
 	file, role, namespace, sha1, receiver string
 	size                                  int
 }
 
-// loadSources parses the table of SOURCES.md: file, source, role,
+// loadSources parses the table of README.md: file, source, role,
 // namespace, bytes, SHA-1, Comet receiver verdict, notes.
 func loadSources(t testing.TB) []sample {
 	t.Helper()
 	var out []sample
-	sc := bufio.NewScanner(bytes.NewReader(readShared(t, "voevents", "SOURCES.md")))
+	sc := bufio.NewScanner(bytes.NewReader(readTestdata(t, "voevents", "README.md")))
 	for sc.Scan() {
 		cells := strings.Split(sc.Text(), "|")
 		if len(cells) != 10 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") || !strings.HasSuffix(strings.TrimSpace(cells[1]), ".xml`") {
@@ -52,7 +52,7 @@ func loadSources(t testing.TB) []sample {
 		unquote := func(s string) string { return strings.Trim(strings.TrimSpace(s), "`") }
 		size, err := strconv.Atoi(strings.TrimSpace(cells[5]))
 		if err != nil {
-			t.Fatalf("SOURCES.md: bad size in %q", sc.Text())
+			t.Fatalf("README.md: bad size in %q", sc.Text())
 		}
 		out = append(out, sample{
 			file:      unquote(cells[1]),
@@ -73,14 +73,14 @@ var namespaceColumn = map[string]string{
 	"(none)": "",
 }
 
-// The SOURCES.md table must describe every sample file, and only those.
+// The README.md table must describe every sample file, and only those.
 func TestSourcesTableCoversEveryFile(t *testing.T) {
 	rows := loadSources(t)
 	var listed []string
 	for _, r := range rows {
 		listed = append(listed, r.file)
 	}
-	files, err := filepath.Glob(filepath.Join(sharedTestdata, "voevents", "*.xml"))
+	files, err := filepath.Glob(filepath.Join(testdataDir, "voevents", "*.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestSourcesTableCoversEveryFile(t *testing.T) {
 	slices.Sort(listed)
 	slices.Sort(present)
 	if !slices.Equal(listed, present) {
-		t.Fatalf("SOURCES.md rows %v\n  != files %v", listed, present)
+		t.Fatalf("README.md rows %v\n  != files %v", listed, present)
 	}
 	if len(rows) != 37 {
 		t.Errorf("%d samples, want 37", len(rows))
@@ -103,10 +103,10 @@ func TestSourcesTableCoversEveryFile(t *testing.T) {
 func TestSamplesMatchCometReceiver(t *testing.T) {
 	for _, s := range loadSources(t) {
 		t.Run(s.file, func(t *testing.T) {
-			payload := readShared(t, "voevents", s.file)
+			payload := readTestdata(t, "voevents", s.file)
 			sum := sha1.Sum(payload)
 			if len(payload) != s.size || hex.EncodeToString(sum[:]) != s.sha1 {
-				t.Fatalf("file differs from SOURCES.md (size %d, sha1 %x)", len(payload), sum)
+				t.Fatalf("file differs from README.md (size %d, sha1 %x)", len(payload), sum)
 			}
 			info, err := Inspect(payload, Options{Schema: true})
 			if err != nil {
@@ -150,7 +150,7 @@ func TestSamplesMatchCometReceiver(t *testing.T) {
 					t.Errorf("schema valid, want invalid")
 				}
 			default:
-				t.Fatalf("unknown verdict %q in SOURCES.md", s.receiver)
+				t.Fatalf("unknown verdict %q in README.md", s.receiver)
 			}
 
 			// Without schema validation the same facts come back.
@@ -199,7 +199,7 @@ func TestIVORNAuthorAndDate(t *testing.T) {
 		{"1404240180654111988.xml", "ivo://nvo.caltech/voeventnet/catot#1404240180654111988", "ivo://nvo.caltech/voeventnet", "2014-04-24T05:36:55"},
 	}
 	for _, tc := range tests {
-		info, err := Inspect(readShared(t, "voevents", tc.file), Options{})
+		info, err := Inspect(readTestdata(t, "voevents", tc.file), Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.file, err)
 		}
@@ -212,7 +212,7 @@ func TestIVORNAuthorAndDate(t *testing.T) {
 // Span A of spec/openpgp.md §2: bytes 106..470 inclusive of the composed
 // event.
 func TestRootSpanOpenPGPExample(t *testing.T) {
-	payload := readShared(t, "openpgp", "event-unsigned.xml")
+	payload := readTestdata(t, "openpgp", "event-unsigned.xml")
 	info, err := Inspect(payload, Options{Schema: true})
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestRootSpanOpenPGPExample(t *testing.T) {
 		t.Errorf("schema %v, author %q", info.SchemaErr, info.Author)
 	}
 	// The signature comment after the root is outside the span.
-	signed := readShared(t, "openpgp", "event-signed-author.xml")
+	signed := readTestdata(t, "openpgp", "event-signed-author.xml")
 	info2, err := Inspect(signed, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +249,7 @@ func TestRootSpanEmptyRoot(t *testing.T) {
 }
 
 func TestBenchmarkWorkloadIsValid(t *testing.T) {
-	info, err := Inspect(readShared(t, "bench", "gbm_flt_pos_v20.xml"), Options{Schema: true})
+	info, err := Inspect(readTestdata(t, "bench", "gbm_flt_pos_v20.xml"), Options{Schema: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestDeclarationsAndEncodings(t *testing.T) {
 
 // Mojibake and entity references in attributes survive (ASASSN sample).
 func TestNonASCIIAttributes(t *testing.T) {
-	payload := readShared(t, "voevents", "ASASSN_2016-09-25.47_2016fvf_PTSS-16nqb_PS16ejf.xml")
+	payload := readTestdata(t, "voevents", "ASASSN_2016-09-25.47_2016fvf_PTSS-16nqb_PS16ejf.xml")
 	if !bytes.Contains(payload, []byte("Â°")) {
 		t.Fatal("sample no longer carries its mis-encoded degree sign")
 	}

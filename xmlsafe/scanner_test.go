@@ -14,7 +14,7 @@ import (
 	"golang.org/x/text/encoding/charmap"
 )
 
-var sharedTestdata = filepath.Join("..", "..", "shared", "testdata")
+var testdataDir = filepath.Join("..", "testdata")
 
 // tok is a token rendered for comparison.
 type tok string
@@ -256,11 +256,11 @@ func TestScannerSingleByteCharsets(t *testing.T) {
 }
 
 func sampleFiles(t testing.TB) []string {
-	files, err := filepath.Glob(filepath.Join(sharedTestdata, "voevents", "*.xml"))
+	files, err := filepath.Glob(filepath.Join(testdataDir, "voevents", "*.xml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("shared test data: %v", err)
 	}
-	return append(files, filepath.Join(sharedTestdata, "bench", "gbm_flt_pos_v20.xml"))
+	return append(files, filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 }
 
 // On the real samples the scanner yields exactly encoding/xml's tokens.
@@ -360,7 +360,7 @@ func wsToSpace(s string) string {
 
 // The hot path allocates nothing once the scanner's buffers are warm.
 func TestScannerAllocations(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(sharedTestdata, "bench", "gbm_flt_pos_v20.xml"))
+	data, err := os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +391,7 @@ func TestScannerAllocations(t *testing.T) {
 }
 
 func BenchmarkScanner(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join(sharedTestdata, "bench", "gbm_flt_pos_v20.xml"))
+	data, err := os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-const vectors = "../../../shared/testdata/openpgp/"
+const vectors = "../../testdata/openpgp/"
 
 // Options that cannot work together, or files that cannot be used, are
 // start-up errors that say what to do, before anything is bound.

@@ -37,7 +37,7 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-const sharedData = "../../../shared/testdata"
+const testdataDir = "../../testdata"
 
 // startBroker runs a receiving broker whose embedded bus listens on a
 // loopback port, as "comet --receive --nats-listen 127.0.0.1:0" would,
@@ -87,10 +87,10 @@ func submit(t testing.TB, b *broker.Broker, payload []byte) bool {
 func submitSamples(t testing.TB, b *broker.Broker) []accepted {
 	t.Helper()
 	var acc []accepted
-	for _, s := range vtptest.Samples(t, filepath.Join(sharedData, "voevents")) {
+	for _, s := range vtptest.Samples(t, filepath.Join(testdataDir, "voevents")) {
 		ok := submit(t, b, s.Data)
 		if ok != (s.Verdict == "ack") {
-			t.Fatalf("%s: acked %v, SOURCES.md says %s", s.Name, ok, s.Verdict)
+			t.Fatalf("%s: acked %v, README.md says %s", s.Name, ok, s.Verdict)
 		}
 		if !ok {
 			continue
@@ -222,7 +222,7 @@ func TestTapPrintsTheAcceptedEvents(t *testing.T) {
 func TestTapFollows(t *testing.T) {
 	b, url := startBroker(t)
 	ev := func(n int) []byte {
-		data, err := os.ReadFile(filepath.Join(sharedData, "bench", "gbm_flt_pos_v20.xml"))
+		data, err := os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +271,7 @@ func TestTapFollows(t *testing.T) {
 // The default start is "from now on"; SIGINT ends the tap with status 0.
 func TestTapFromNowUntilSIGINT(t *testing.T) {
 	b, url := startBroker(t)
-	old, err := os.ReadFile(filepath.Join(sharedData, "voevents", "sample3.xml"))
+	old, err := os.ReadFile(filepath.Join(testdataDir, "voevents", "sample3.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestTapFromNowUntilSIGINT(t *testing.T) {
 	if !vtptest.WaitUntil(10*time.Second, func() bool { return consumers() > before }) {
 		t.Fatalf("no tap consumer; stderr: %s", errb.String())
 	}
-	data, err := os.ReadFile(filepath.Join(sharedData, "voevents", "GW190425_initial.xml"))
+	data, err := os.ReadFile(filepath.Join(testdataDir, "voevents", "GW190425_initial.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func TestTapOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bb.Close()
-	payload, err := os.ReadFile(filepath.Join(sharedData, "voevents", "sample3.xml"))
+	payload, err := os.ReadFile(filepath.Join(testdataDir, "voevents", "sample3.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,8 @@ import (
 )
 
 const (
-	sharedData = "../../../shared/testdata"
-	localIVO   = "ivo://test.broker/abuse"
+	testdataDir = "../../testdata"
+	localIVO    = "ivo://test.broker/abuse"
 
 	// healthyWait is the bound: after every probe a good event is
 	// acked, and delivered, within it.

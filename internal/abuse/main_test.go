@@ -32,7 +32,7 @@ var tmpl []byte
 func TestMain(m *testing.M) {
 	noFileErr = raiseNoFile(wantNoFile)
 	var err error
-	tmpl, err = os.ReadFile(filepath.Join(sharedData, "bench", "gbm_flt_pos_v20.xml"))
+	tmpl, err = os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "abuse: reading the benchmark event:", err)
 		os.Exit(1)

@@ -84,7 +84,7 @@ func BenchmarkFanout(b *testing.B) {
 // ("sender-auth"), against the signed bytes accepted without checking
 // ("no-auth"). The events are signed before the timer starts.
 func BenchmarkSubmitSigned(b *testing.B) {
-	const vectors = "../../../shared/testdata/openpgp/"
+	const vectors = "../../testdata/openpgp/"
 	trust, err := signature.NewTrust(vectors+"author.pub.asc", "")
 	if err != nil {
 		b.Fatal(err)

@@ -27,7 +27,7 @@ import (
 )
 
 const (
-	sharedData   = "../../../shared/testdata"
+	testdataDir  = "../../testdata"
 	localIVO     = "ivo://test.broker/comet"
 	replyTimeout = 10 * time.Second
 	deliveryWait = 10 * time.Second
@@ -97,11 +97,11 @@ func subscribe(t testing.TB, b *broker.Broker, mode vtptest.Mode, filters ...str
 func waitUntil(d time.Duration, cond func() bool) bool { return vtptest.WaitUntil(d, cond) }
 
 func samples(t testing.TB) []vtptest.Sample {
-	return vtptest.Samples(t, filepath.Join(sharedData, "voevents"))
+	return vtptest.Samples(t, filepath.Join(testdataDir, "voevents"))
 }
 
 func benchEvent(t testing.TB) []byte {
-	data, err := os.ReadFile(filepath.Join(sharedData, "bench", "gbm_flt_pos_v20.xml"))
+	data, err := os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}

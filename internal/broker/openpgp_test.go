@@ -32,7 +32,7 @@ import (
 // OpenPGP through real sockets (spec/openpgp.md): the shared vectors of
 // testdata/openpgp, the hooks wired as cmd/comet/openpgp.go wires them.
 
-var pgpDir = filepath.Join(sharedData, "openpgp")
+var pgpDir = filepath.Join(testdataDir, "openpgp")
 
 const (
 	authorFpr     = "486658CA5AAD0680E4D75E445EFA82579802FF2D"

@@ -163,9 +163,9 @@ func TestSubscriberAgainstScriptedUpstreams(t *testing.T) {
 				}
 			}
 			up.SendIAmAlive()
-			gbm := mustRead(t, filepath.Join(sharedData, "voevents", "gbm_flt_pos.xml"))  // VOEvent 1.1
-			kill := mustRead(t, filepath.Join(sharedData, "voevents", "kill_socket.xml")) // 1.1, no local ID
-			noNS := mustRead(t, filepath.Join(sharedData, "voevents", "no_namespace_packet.xml"))
+			gbm := mustRead(t, filepath.Join(testdataDir, "voevents", "gbm_flt_pos.xml"))  // VOEvent 1.1
+			kill := mustRead(t, filepath.Join(testdataDir, "voevents", "kill_socket.xml")) // 1.1, no local ID
+			noNS := mustRead(t, filepath.Join(testdataDir, "voevents", "no_namespace_packet.xml"))
 			for _, ev := range [][]byte{gbm, kill, noNS, gbm} { // the last one is a duplicate
 				up.Send(ev)
 			}

@@ -30,9 +30,9 @@ import (
 )
 
 const (
-	sharedData = "../../../shared/testdata"
-	localIVO   = "ivo://test.broker/cluster"
-	ivornBase  = "ivo://test.author/cluster#"
+	testdataDir = "../../testdata"
+	localIVO    = "ivo://test.broker/cluster"
+	ivornBase   = "ivo://test.author/cluster#"
 
 	// Load: a steady paced rate, so that a stall after a kill shows as a
 	// gap and the machine (2 cores, 8 processes) keeps headroom. The
@@ -116,7 +116,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test: 3 nats-server and 5 comet processes for about a minute")
 	}
-	template, err := os.ReadFile(filepath.Join(sharedData, "bench", "gbm_flt_pos_v20.xml"))
+	template, err := os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,9 +22,9 @@ import (
 )
 
 const (
-	sharedData = "../../../shared/testdata"
-	localIVO   = "ivo://test.broker/e2e"
-	wait       = 15 * time.Second
+	testdataDir = "../../testdata"
+	localIVO    = "ivo://test.broker/e2e"
+	wait        = 15 * time.Second
 )
 
 var binDir string
@@ -143,7 +143,7 @@ func (p *proc) kill(t *testing.T) {
 }
 
 func benchEvent(t *testing.T) []byte {
-	data, err := os.ReadFile(filepath.Join(sharedData, "bench", "gbm_flt_pos_v20.xml"))
+	data, err := os.ReadFile(filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestPreviouslySeenSurvivesSIGKILL(t *testing.T) {
 	c := startComet(t, db, p)
 	s1 := dial(t, p.castAddr())
 	var acked []vtptest.Sample
-	for _, smp := range vtptest.Samples(t, filepath.Join(sharedData, "voevents")) {
+	for _, smp := range vtptest.Samples(t, filepath.Join(testdataDir, "voevents")) {
 		if smp.Verdict != vtp.RoleAck {
 			continue
 		}

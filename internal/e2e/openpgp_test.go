@@ -24,7 +24,7 @@ import (
 // SIGHUP, comet-sendvo --sign, signatures checked by and made with real
 // GnuPG, start-up errors.
 
-var pgpDir = filepath.Join(sharedData, "openpgp")
+var pgpDir = filepath.Join(testdataDir, "openpgp")
 
 const (
 	authorFpr   = "486658CA5AAD0680E4D75E445EFA82579802FF2D"

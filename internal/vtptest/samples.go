@@ -17,11 +17,11 @@ type Sample struct {
 }
 
 // Samples reads every VOEvent in dir (the shared testdata/voevents) with
-// Comet's receiver verdict from its SOURCES.md, failing t if a file has no
+// Comet's receiver verdict from its README.md, failing t if a file has no
 // verdict or the set is not the expected 37 files.
 func Samples(t testing.TB, dir string) []Sample {
 	t.Helper()
-	f, err := os.Open(filepath.Join(dir, "SOURCES.md"))
+	f, err := os.Open(filepath.Join(dir, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func Samples(t testing.TB, dir string) []Sample {
 		name := filepath.Base(p)
 		v, ok := verdicts[name]
 		if !ok {
-			t.Fatalf("%s has no verdict in SOURCES.md", name)
+			t.Fatalf("%s has no verdict in README.md", name)
 		}
 		data, err := os.ReadFile(p)
 		if err != nil {
