@@ -84,7 +84,9 @@ const (
 // Config configures Open. Zero values take the Default constants.
 type Config struct {
 	// StoreDir is the JetStream store of the embedded server; created if
-	// missing. Required unless URL is set.
+	// missing. Required unless URL is set. The bus holds a lock on it
+	// while open (LockFile): a second Open on the same directory, in this
+	// process or another, fails with a *StoreLockedError.
 	StoreDir string
 	// URL, if set, connects to an external NATS system (comma-separated
 	// URLs allowed) instead of embedding a server.
@@ -206,6 +208,7 @@ type Bus struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server // nil with an external system
+	lock   *storeLock     // held on StoreDir while srv runs; nil with an external system
 	conns  []*conn
 	next   atomic.Uint32
 	stream jetstream.Stream
@@ -287,6 +290,10 @@ func (b *Bus) startServer() error {
 	}
 	f.Close()
 	os.Remove(f.Name())
+	// One server per store, for the life of the bus (see LockFile).
+	if b.lock, err = lockStore(dir); err != nil {
+		return err
+	}
 
 	opts := &server.Options{
 		ServerName: b.cfg.ServerName,
@@ -485,6 +492,12 @@ func (b *Bus) shutdown() error {
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 	}
+	// Only once the server has written its last byte may another process
+	// take the store.
+	if err := b.lock.release(); err != nil {
+		errs = append(errs, fmt.Errorf("releasing the store lock: %w", err))
+	}
+	b.lock = nil
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bus: close: %w", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
@@ -109,7 +110,20 @@ func run(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if cfg.NATSURL == "" && cfg.EventDB == broker.DefaultEventDB() {
+		logger.Warn("the bus store is temporary: events and the previously-seen database are kept under the system temporary directory, "+
+			"which the system may clear and every user of this machine shares; give --eventdb DIR for a durable store", "eventdb", cfg.EventDB)
+	}
 	b, err := broker.Start(ctx, cfg)
+	var locked *bus.StoreLockedError
+	if errors.As(err, &locked) {
+		holder := "another process"
+		if locked.PID > 0 {
+			holder = fmt.Sprintf("process %d", locked.PID)
+		}
+		fmt.Fprintf(stderr, "comet: --eventdb %s is in use by %s; one process per store: give this one its own --eventdb\n", locked.Dir, holder)
+		return 2
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "comet: %v\n", err)
 		return 2
