@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/comet-go/comet/internal/vtptest"
+)
+
+// readmeCommands returns the shell commands of README.md's "Run it"
+// section that start with "go run ", in order, each with its continuation
+// lines joined.
+func readmeCommands(t *testing.T) [][]string {
+	t.Helper()
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	start := strings.Index(text, "\n## Run it\n")
+	if start < 0 {
+		t.Fatal(`README.md has no "## Run it" section`)
+	}
+	section := text[start+1:]
+	if end := strings.Index(section, "\n#"); end >= 0 {
+		section = section[:end]
+	}
+	var cmds [][]string
+	inBlock := false
+	var cur string
+	for _, line := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(line, "```"):
+			inBlock = !inBlock
+			continue
+		case !inBlock:
+			continue
+		}
+		cur += strings.TrimSpace(line)
+		if strings.HasSuffix(cur, "\\") {
+			cur = strings.TrimSuffix(cur, "\\") + " "
+			continue
+		}
+		if strings.HasPrefix(cur, "go run ") {
+			cmds = append(cmds, strings.Fields(cur))
+		}
+		cur = ""
+	}
+	return cmds
+}
+
+// The README's first run, as a new user would do it from a fresh clone:
+// the broker, a watcher in a second terminal and a submission in a third;
+// the watcher prints the example event. The commands are read from
+// README.md, so this fails when the README drifts. Two substitutions, and
+// only these: `go run ./cmd/NAME` becomes the binary built by TestMain (go
+// run would build it again for every command, and signals would reach the
+// go command rather than the program), and the ports 8098 and 8099 become
+// free ones (fixed ports collide with other tests and other users of the
+// machine). Each command runs in an empty directory holding a copy of
+// examples/, as in a clone's root, so that the stores the README names are
+// created there.
+func TestREADMEFirstRun(t *testing.T) {
+	cmds := readmeCommands(t)
+	if len(cmds) != 3 {
+		t.Fatalf("README \"Run it\": %d go run commands, want 3 (broker, watcher, submit): %q", len(cmds), cmds)
+	}
+	p := newPorts(t)
+	ports := map[string]string{"8098": strconv.Itoa(p.recv), "8099": strconv.Itoa(p.cast)}
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "examples"), os.DirFS("../../examples")); err != nil {
+		t.Fatal(err)
+	}
+	command := func(words []string) *exec.Cmd {
+		t.Helper()
+		if len(words) < 3 || !strings.HasPrefix(words[2], "./cmd/") {
+			t.Fatalf("README command %q does not run ./cmd/NAME", words)
+		}
+		args := append([]string(nil), words[3:]...)
+		substituted := 0
+		for i, a := range args {
+			for fixed, free := range ports {
+				if strings.Contains(a, ":"+fixed) {
+					args[i] = strings.Replace(a, ":"+fixed, ":"+free, 1)
+					substituted++
+				}
+			}
+		}
+		if substituted == 0 {
+			t.Fatalf("README command %q names neither port 8098 nor 8099", words)
+		}
+		cmd := exec.Command(filepath.Join(binDir, strings.TrimPrefix(words[2], "./cmd/")), args...)
+		cmd.Dir = dir
+		return cmd
+	}
+	eventdb := func(words []string) string {
+		for i, w := range words {
+			if w == "--eventdb" && i+1 < len(words) {
+				return words[i+1]
+			}
+		}
+		t.Fatalf("README command %q has no --eventdb", words)
+		return ""
+	}
+
+	// First terminal: the broker.
+	broker := &proc{cmd: command(cmds[0]), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
+	startProc(t, "broker", broker, broker.out)
+	broker.waitListening(t, p.recvAddr(), 20*time.Millisecond)
+	broker.waitListening(t, p.castAddr(), 20*time.Millisecond)
+
+	// Second terminal: the watcher, its events on standard output.
+	watcher := &proc{cmd: command(cmds[1]), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
+	printed := &vtptest.SyncBuffer{}
+	startProc(t, "watcher", watcher, printed)
+	if !vtptest.WaitUntil(wait, func() bool { return strings.Contains(watcher.out.String(), "connected to upstream broker") }) {
+		t.Fatalf("watcher not subscribed:\n%s", watcher.out.String())
+	}
+
+	// Third terminal: the submission.
+	submit := command(cmds[2])
+	if out, err := submit.CombinedOutput(); err != nil {
+		t.Fatalf("README submit command: %v\n%s", err, out)
+	}
+	event, err := os.ReadFile(filepath.Join(dir, cmds[2][len(cmds[2])-1]))
+	if err != nil {
+		t.Fatalf("the submitted file: %v", err)
+	}
+	want := append(append([]byte(nil), event...), '\n')
+	if !vtptest.WaitUntil(wait, func() bool { return bytes.Contains([]byte(printed.String()), want) }) {
+		t.Fatalf("watcher did not print the event; its standard output:\n%s\nits log:\n%s", printed.String(), watcher.out.String())
+	}
+
+	// Submitted again: refused as previously seen, exit status 1.
+	again := command(cmds[2])
+	out, err := again.CombinedOutput()
+	if code := again.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "Previously seen by this broker") {
+		t.Errorf("second submission: exit status %d (%v), output %q; want 1 and the broker's reason", code, err, out)
+	}
+
+	// The stores the README names were made where it says, and a clone
+	// ignores them.
+	for _, c := range cmds[:2] {
+		if st, err := os.Stat(filepath.Join(dir, eventdb(c))); err != nil || !st.IsDir() {
+			t.Errorf("store %s of %q not created: %v", eventdb(c), c, err)
+		}
+	}
+	checkIgnored(t, filepath.Join(eventdb(cmds[0]), "x"), filepath.Join(eventdb(cmds[1]), "x"), "comet", "comet-sendvo", "vtp-load")
+}
+
+// startProc starts pr with its standard output to stdout and its log to
+// pr.out; the test's cleanup kills it.
+func startProc(t *testing.T, name string, pr *proc, stdout *vtptest.SyncBuffer) {
+	t.Helper()
+	pr.cmd.Stdout, pr.cmd.Stderr = stdout, pr.out
+	if err := pr.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { pr.cmd.Wait(); close(pr.exited) }()
+	t.Cleanup(func() {
+		pr.cmd.Process.Kill()
+		<-pr.exited
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, pr.out.String())
+		}
+	})
+}
+
+// checkIgnored checks that git ignores each path, relative to the
+// repository root.
+func checkIgnored(t *testing.T, paths ...string) {
+	t.Helper()
+	root, err := exec.Command("git", "-C", "../..", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		t.Skipf("not in a git work tree (%v): .gitignore not checked", err)
+	}
+	for _, p := range paths {
+		check := exec.Command("git", "check-ignore", "-q", "--no-index", filepath.Clean(p))
+		check.Dir = strings.TrimSpace(string(root))
+		if err := check.Run(); err != nil {
+			t.Errorf("git does not ignore %s at the repository root: %v", p, err)
+		}
+	}
+}
