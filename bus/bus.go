@@ -34,7 +34,7 @@ const (
 
 	DefaultStreamMaxAge   = 7 * 24 * time.Hour
 	DefaultStreamMaxBytes = 1 << 30
-	DefaultSeenTTL        = 30 * 24 * time.Hour // spec/eventdb.md §5
+	DefaultSeenTTL        = 30 * 24 * time.Hour // docs/bus.md §2.3
 	DefaultDupWindow      = 2 * time.Minute     // JetStream Nats-Msg-Id window
 	DefaultClaimTimeout   = 10 * time.Second
 

@@ -5,7 +5,8 @@
 //
 // # Public contract
 //
-// Other programs tap the bus, so these names are stable:
+// Other programs tap the bus, so these names are stable (docs/bus.md is
+// the reference for users):
 //
 //   - Stream COMET_EVENTS (file storage, limits retention) holds every
 //     accepted event on the subject
@@ -38,4 +39,7 @@
 //     poison-queue metadata: reason_poisoned (the last error),
 //     handler_poisoned (the stage), topic_poisoned and
 //     subscriber_poisoned. See [Bus.DeadLetterPublisher].
+//
+// The embedded server's store is locked (LockFile) for as long as the bus
+// is open: one process per store.
 package bus

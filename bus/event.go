@@ -90,7 +90,7 @@ func (o Outcome) String() string {
 }
 
 // Digest is the previously-seen key of a payload: the lowercase hex SHA-1
-// of all its bytes (spec/eventdb.md §1).
+// of all its bytes (docs/bus.md §2.1).
 func Digest(payload []byte) string {
 	sum := sha1.Sum(payload)
 	return hex.EncodeToString(sum[:])

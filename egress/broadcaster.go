@@ -1,6 +1,6 @@
 // Package egress is the VTP broadcaster: it serves subscribers, relays every
 // event from the bus to those whose filters match, keeps them alive with
-// iamalive probes and drops the ones that stop answering (spec/vtp.md §4.2).
+// iamalive probes and drops the ones that stop answering (docs/vtp.md §4.2).
 // A slow subscriber has a bounded queue and is dropped, never waited on.
 package egress
 

@@ -365,7 +365,7 @@ func (s *subscriber) authenticate(payload []byte, filters []string) {
 	s.log.Info("subscriber authenticated", "signer", signer)
 }
 
-// setFilters replaces the filter list (spec/filtering.md §1): a filter that
+// setFilters replaces the filter list (docs/filtering.md §1): a filter that
 // does not compile is logged and skipped; none left means everything.
 // A filter too costly to run on every event (affordable) or past
 // MaxFiltersPerSubscriber is dropped the same way.

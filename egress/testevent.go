@@ -9,7 +9,7 @@ import (
 const ProjectURL = "https://github.com/comet-go/comet"
 
 // TestEvent builds the periodic test event in Comet latest's shape
-// (spec/vtp.md §5). A fragment in localIVO is dropped so the ivorn has a
+// (docs/vtp.md §5). A fragment in localIVO is dropped so the ivorn has a
 // single '#'.
 func TestEvent(localIVO, version string, now time.Time) []byte {
 	base, _, _ := strings.Cut(localIVO, "#")
@@ -30,7 +30,7 @@ func TestEvent(localIVO, version string, now time.Time) []byte {
 
 // SendTestEvent broadcasts a fresh test event. It goes through subscribers'
 // filters but never through the bus: the broker that makes it neither
-// records nor handles it (spec/eventdb.md §3).
+// records nor handles it (docs/bus.md §2.2).
 func (b *Broadcaster) SendTestEvent(now time.Time) {
 	b.Broadcast(TestEvent(b.LocalIVO, b.Version, now), nil)
 }

@@ -1,5 +1,5 @@
 // Package endpoint parses the Twisted-style endpoint strings of Comet's
-// command line (spec/cli.md §3): listeners such as "tcp:8098",
+// command line (README.md, Options): listeners such as "tcp:8098",
 // "tcp:8098:interface=127.0.0.1", "tcp6:8098", "unix:/run/comet.sock" or a
 // bare "8098", and client targets such as "host", "host:port",
 // "tcp:host:port", "tcp:host=H:port=P" or "unix:/path".

@@ -17,7 +17,7 @@ import (
 // MaxEvalSteps bounds the work of one evaluation of one filter on one
 // event: each node visited on an axis, each sub-expression evaluated and
 // every 16 bytes of string built count one step. A filter that needs more
-// is stopped and counts as no match (spec/filtering.md §5). Real filters
+// is stopped and counts as no match (docs/filtering.md §5). Real filters
 // on real events need a few thousand steps.
 const MaxEvalSteps = 1 << 20
 

@@ -1,6 +1,6 @@
 // Package filter decides, for each event and each subscriber, whether the
 // subscriber's XPath filters let the event through, exactly as Comet does
-// (spec/filtering.md): filters are OR'd, no filter means everything, a
+// (docs/filtering.md): filters are OR'd, no filter means everything, a
 // filter that does not compile is dropped by the caller, an evaluation
 // error means "no match", no namespace prefix is bound, the context node
 // is the root element, and a result matches if it is a non-empty node-set,

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// fuzzSeeds are the spec's filters and some of libxml2's odd corners.
+// fuzzSeeds are the filters of docs/filtering.md and some of libxml2's odd corners.
 var fuzzSeeds = []string{
 	`/*[local-name()="VOEvent" and @role!="test"]`,
 	`//Param[@name="SNR" and @value>10]`,

@@ -7,7 +7,7 @@ import (
 )
 
 // TestStringToNumber is libxml2's string-to-number conversion
-// (spec/filtering.md §2), which strconv.ParseFloat does not follow.
+// (docs/filtering.md §2), which strconv.ParseFloat does not follow.
 func TestStringToNumber(t *testing.T) {
 	nan := math.NaN()
 	tests := []struct {

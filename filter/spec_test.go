@@ -11,7 +11,7 @@ import (
 	"github.com/comet-go/comet/internal/vtptest"
 )
 
-// sampleEvent is the event composed for spec/filtering.md §3, verbatim.
+// sampleEvent is the event composed for docs/filtering.md §3, verbatim.
 const sampleEvent = vtptest.FilteringSample
 
 // sendTo is the broadcaster's decision for one subscriber, as the
@@ -40,7 +40,7 @@ func mustParse(t testing.TB, payload []byte) *Doc {
 	return d
 }
 
-// TestWorkedExamples is spec/filtering.md §3, every row: the XPath result
+// TestWorkedExamples is docs/filtering.md §3, every row: the XPath result
 // and whether the event is sent.
 func TestWorkedExamples(t *testing.T) {
 	d := mustParse(t, []byte(sampleEvent))
@@ -89,7 +89,7 @@ func TestWorkedExamples(t *testing.T) {
 	}
 }
 
-// TestCombinations is the end of spec/filtering.md §3.
+// TestCombinations is the end of docs/filtering.md §3.
 func TestCombinations(t *testing.T) {
 	d := mustParse(t, []byte(sampleEvent))
 	const (
@@ -119,7 +119,7 @@ func TestCombinations(t *testing.T) {
 	}
 }
 
-// TestCrossCheck is spec/filtering.md §4: exact match sets over the 37
+// TestCrossCheck is docs/filtering.md §4: exact match sets over the 37
 // test events.
 func TestCrossCheck(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("..", "testdata", "voevents", "*.xml"))

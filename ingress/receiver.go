@@ -39,7 +39,7 @@ const (
 const VerifyingPerCPU = 4
 
 // SignatureRejectReason starts the nak reason of a signature failure, as
-// in Comet's 2012 design (spec/openpgp.md §5); ours adds why after ": ".
+// in Comet's 2012 design (docs/openpgp.md §5); ours adds why after ": ".
 const SignatureRejectReason = "Signature validation failed"
 
 // RejectPrefix starts every nak Result, as in Comet.
@@ -54,7 +54,7 @@ type Store interface {
 	Ingest(ctx context.Context, ev *bus.Event) (bus.Outcome, error)
 }
 
-// Receiver accepts event submissions from authors (spec/vtp.md §4.1): one
+// Receiver accepts event submissions from authors (docs/vtp.md §4.1): one
 // event per connection, answered with ack or nak, then closed. It is
 // configured through its fields before Serve, like net/http.Server.
 type Receiver struct {
@@ -169,7 +169,7 @@ func (r *Receiver) handle(conn net.Conn) {
 		log.Warn("unparsable submission: root has no VOEvent role; no reply", "role", info.Role, "has_role", info.HasRole)
 		return
 	case !info.HasIVORN:
-		// A receipt needs an ivorn for its Origin (spec/vtp.md §6).
+		// A receipt needs an ivorn for its Origin (docs/vtp.md §6).
 		log.Warn("submission without ivorn; no reply")
 		return
 	}
@@ -188,7 +188,7 @@ func (r *Receiver) handle(conn net.Conn) {
 	}
 
 	// IVOID and schema first: a refused event is not recorded
-	// (spec/eventdb.md §3, recommendation 1).
+	// (docs/bus.md §2.2).
 	if err := voevent.CheckEventIVORN(info.IVORN); err != nil {
 		reject(err.Error())
 		return

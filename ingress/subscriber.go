@@ -55,7 +55,7 @@ func CometBackoff(n int) time.Duration {
 // Subscription keeps one connection to an upstream broker's broadcaster
 // and feeds its events into the bus through the same check-and-store as
 // authored events (without the schema check, as Comet). It acknowledges
-// every event and never naks (spec/vtp.md §4.2).
+// every event and never naks (docs/vtp.md §4.2).
 type Subscription struct {
 	Target   endpoint.Endpoint
 	Store    Store
@@ -73,7 +73,7 @@ type Subscription struct {
 	// CometBackoff.
 	Backoff func(n int) time.Duration
 	// Sign, if set, signs every authenticate reply (--key-id): it returns
-	// the message with its signature appended (spec/openpgp.md §3), for
+	// the message with its signature appended (docs/openpgp.md §3), for
 	// upstream brokers that run with --subscriber-auth.
 	Sign func(msg []byte) ([]byte, error)
 }
@@ -171,7 +171,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 			lastValid = time.Now()
 			if !info.HasIVORN {
 				// Comet drops the connection here by accident; pygcn ignores
-				// the message, and so do we (spec/vtp.md §6).
+				// the message, and so do we (docs/vtp.md §6).
 				log.Warn("event without ivorn from upstream; ignored")
 				continue
 			}

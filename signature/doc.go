@@ -1,5 +1,5 @@
 // Package signature signs and verifies VTP messages (VOEvents and Transport
-// messages) with detached OpenPGP signatures, as fixed by spec/openpgp.md.
+// messages) with detached OpenPGP signatures, as fixed by docs/openpgp.md.
 //
 // A signature covers the root element's bytes exactly as received (span A;
 // verifiers also try the 2012 branch code's "declaration + root" span B) and

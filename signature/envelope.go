@@ -9,7 +9,7 @@ import (
 )
 
 // Escaping is how a signature block was made safe for an XML comment
-// (spec/openpgp.md §3).
+// (docs/openpgp.md §3).
 type Escaping uint8
 
 const (
@@ -65,7 +65,7 @@ func (e *envelope) spanA(payload []byte) []byte {
 }
 
 // decl returns the XML declaration when span B exists (a declaration and a
-// prefixed root name, spec/openpgp.md §2), else nil.
+// prefixed root name, docs/openpgp.md §2), else nil.
 func (e *envelope) decl(payload []byte) []byte {
 	if e.declEnd == 0 || !e.prefixed {
 		return nil
@@ -138,7 +138,7 @@ func rootPrefixed(root []byte) bool {
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
-// Spans returns the byte spans a signature may cover (spec/openpgp.md §2).
+// Spans returns the byte spans a signature may cover (docs/openpgp.md §2).
 // a is the root element exactly as received, a sub-slice of payload (capped,
 // so appending to it cannot alter payload). b is the XML declaration
 // immediately followed by a, in a new slice; it is nil when the payload has

@@ -23,7 +23,7 @@ var vectorDocs = []string{
 	"authenticate-signed-listener.xml",
 }
 
-// spec/openpgp.md §2 and the README: span A of event-unsigned.xml is bytes
+// docs/openpgp.md §2 and the README: span A of event-unsigned.xml is bytes
 // 106..470 inclusive; span B is bytes 0..37 followed by span A.
 func TestSpansVector(t *testing.T) {
 	data := vector(t, "event-unsigned.xml")
@@ -185,7 +185,7 @@ func TestBlocksPlacement(t *testing.T) {
 }
 
 // Append reproduces the vectors byte for byte from the unsigned event and
-// the armour Blocks extracts: the comment layout matches spec/openpgp.md §3.
+// the armour Blocks extracts: the comment layout matches docs/openpgp.md §3.
 func TestAppendReproducesVectors(t *testing.T) {
 	unsigned := vector(t, "event-unsigned.xml")
 	author, _ := Blocks(vector(t, "event-signed-author.xml"))

@@ -78,7 +78,7 @@ func userID(e *openpgp.Entity, now time.Time) string {
 }
 
 // namePart is a user ID without " (comment)" and " <email>"
-// (spec/openpgp.md §4); "ivo://example.org/author" is its own name.
+// (docs/openpgp.md §4); "ivo://example.org/author" is its own name.
 func namePart(uid string) string {
 	s := strings.TrimSpace(uid)
 	if strings.HasSuffix(s, ">") {

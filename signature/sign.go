@@ -179,7 +179,7 @@ func selectKey(ents []*openpgp.Entity, keyID, want, path string, now time.Time) 
 	return matches[0], nil
 }
 
-// signingHash is SHA-256 (spec/openpgp.md §1), except for Ed448, which
+// signingHash is SHA-256 (docs/openpgp.md §1), except for Ed448, which
 // requires a 512-bit hash.
 func signingHash(pub *packet.PublicKey) crypto.Hash {
 	if pub.PubKeyAlgo == packet.PubKeyAlgoEd448 {

@@ -21,7 +21,7 @@ const MaxBlocks = 8
 // few hundred bytes, the largest post-quantum ones about 30 KB.
 const maxSignatureSize = 64 << 10
 
-// Span names the bytes a signature was found to cover (spec/openpgp.md §2).
+// Span names the bytes a signature was found to cover (docs/openpgp.md §2).
 type Span uint8
 
 const (
@@ -52,7 +52,7 @@ type Result struct {
 }
 
 // Verifier checks signed documents against explicit key sets (the model of
-// spec/openpgp.md §4). A signature counts when its key is in Trusted, or
+// docs/openpgp.md §4). A signature counts when its key is in Trusted, or
 // when its primary user ID carries a valid certification by a key in
 // Trusted. Others holds further public keys that are not trusted by
 // themselves but may be vouched for that way, typically notaries' keys: a

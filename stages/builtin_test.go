@@ -15,7 +15,7 @@ import (
 
 func TestSaveName(t *testing.T) {
 	for _, c := range []struct{ ivorn, want string }{
-		// spec/handlers.md §5
+		// docs/handlers.md §5
 		{"ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_1125809-092", "ivo__nasa.gsfc.gcn_SWIFTBAT_GRB_Pos_1125809092"},
 		{"ivo://gwnet/LVC#S190425z-1-Initial", "ivo__gwnet_LVCS190425z1Initial"},
 		{"ivo://voevent.4pisky.org/ASASSN#2016-09-25.47_2016fvf_PTSS-16nqb_PS16ejf", "ivo__voevent.4pisky.org_ASASSN20160925.47_2016fvf_PTSS16nqb_PS16ejf"},

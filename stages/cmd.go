@@ -20,7 +20,7 @@ import (
 const cmdNameBase = 40
 
 // Command is a --cmd stage: it runs an executable for every event, with
-// Comet's latest semantics (spec/handlers.md §3) plus a timeout and a
+// Comet's latest semantics (docs/handlers.md §3) plus a timeout and a
 // bound on concurrent runs.
 type Command struct {
 	path    string

@@ -13,7 +13,7 @@
 // comet.deadletter.<stage> (stream COMET_DEADLETTER) with the reason, and
 // the stage moves on.
 //
-// The built-in stages follow spec/handlers.md:
+// The built-in stages follow docs/handlers.md:
 //
 //   - print-event writes each event's raw bytes and a newline to
 //     Config.Stdout (default os.Stdout), one event at a time.

@@ -44,7 +44,7 @@ func (s *SaveEvent) Handle(_ context.Context, ev *Event) error {
 	return err
 }
 
-// SaveName is Comet's file name for an event (spec/handlers.md §5): the
+// SaveName is Comet's file name for an event (docs/handlers.md §5): the
 // IVORN without a leading ".", every "/" and "\" replaced by "_", every
 // character other than an ASCII letter, digit, "_" or "." deleted.
 func SaveName(ivorn string) string {

@@ -20,7 +20,7 @@ type invalidIVOIDError struct{ ivorn string }
 func (e *invalidIVOIDError) Error() string { return "Invalid IVOID: " + e.ivorn }
 func (e *invalidIVOIDError) Unwrap() error { return ErrInvalidIVOID }
 
-// CheckEventIVORN applies Comet's receiver rule (spec/voevent.md §3.1): the
+// CheckEventIVORN applies Comet's receiver rule (docs/voevent.md §3.1): the
 // IVORN must pass the IVOID grammar and have a non-empty local part. The
 // error text is Comet's nak reason without the "Event rejected: " prefix.
 func CheckEventIVORN(s string) error {

@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// The worked examples of spec/voevent.md §3.1, verified there against
-// Comet's check, plus the quirks the spec describes.
+// The examples of docs/voevent.md §3.1 (Comet's check gives the same
+// verdicts), plus the quirks described there.
 func TestIVOIDWorkedExamples(t *testing.T) {
 	const (
 		pass     = "pass"

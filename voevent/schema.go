@@ -9,7 +9,7 @@ import (
 )
 
 // A streaming validator for the VOEvent 2.0 schema (VOEvent-v2.0.xsd as
-// libxml2 applies it; digest in spec/voevent.md §5). It is driven by the
+// libxml2 applies it; digest in docs/voevent.md §5). It is driven by the
 // same token walk as Inspect and stops at the first error, as Comet reports
 // only the first one.
 

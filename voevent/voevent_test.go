@@ -209,7 +209,7 @@ func TestIVORNAuthorAndDate(t *testing.T) {
 	}
 }
 
-// Span A of spec/openpgp.md §2: bytes 106..470 inclusive of the composed
+// Span A of docs/openpgp.md §2: bytes 106..470 inclusive of the composed
 // event.
 func TestRootSpanOpenPGPExample(t *testing.T) {
 	payload := readTestdata(t, "openpgp", "event-unsigned.xml")
@@ -258,7 +258,7 @@ func TestBenchmarkWorkloadIsValid(t *testing.T) {
 	}
 }
 
-// Encodings and declarations of spec/voevent.md §4.
+// Encodings and declarations of docs/voevent.md §4.
 func TestDeclarationsAndEncodings(t *testing.T) {
 	root := `<voe:VOEvent xmlns:voe="` + NamespaceVOEvent20 + `" version="2.0" role="test" ivorn="ivo://a.b/c#d"><Who><AuthorIVORN>ivo://a.b/caf%s</AuthorIVORN></Who></voe:VOEvent>`
 	tests := []struct {
@@ -333,8 +333,8 @@ func TestMissingRoleOrIVORN(t *testing.T) {
 	}
 }
 
-// spec/voevent.md §6: refuse DTDs and entities, never touch files or the
-// network, bound depth; plus the unparsable cases of spec/vtp.md §6.
+// docs/voevent.md §6: refuse DTDs and entities, never touch files or the
+// network, bound depth; plus the unparsable cases of docs/vtp.md §6.
 func TestUnparsable(t *testing.T) {
 	deep := strings.Repeat("<a>", 10000) + strings.Repeat("</a>", 10000)
 	tests := []struct {

@@ -1,5 +1,5 @@
 // Package vtp is the VOEvent Transport Protocol wire code shared by every
-// role: length-prefixed framing (spec/vtp.md §1) and Transport messages
+// role: length-prefixed framing (docs/vtp.md §1) and Transport messages
 // (§2.2, §2.3), written byte for byte as Comet writes them.
 package vtp
 

@@ -12,7 +12,7 @@ import (
 	"github.com/comet-go/comet/xmlsafe"
 )
 
-// Transport roles (spec/vtp.md §2.1).
+// Transport roles (docs/vtp.md §2.1).
 const (
 	RoleIAmAlive     = "iamalive"
 	RoleAuthenticate = "authenticate"

@@ -15,7 +15,7 @@ var ts = time.Date(2024, 5, 1, 12, 34, 56, 0, time.UTC)
 
 const cometRoot = `<trn:Transport xmlns:trn="http://www.telescope-networks.org/xml/Transport/v1.1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" version="1.0" xsi:schemaLocation="http://telescope-networks.org/schema/Transport/v1.1 http://www.telescope-networks.org/schema/Transport-v1.1.xsd" role=`
 
-// The composed ack of spec/vtp.md §2.3, byte for byte.
+// The composed ack of docs/vtp.md §2.3, byte for byte.
 func TestAckMatchesCometBytes(t *testing.T) {
 	want := "<?xml version='1.0' encoding='UTF-8'?>\n" + cometRoot + `"ack">
   <Origin>ivo://example.org/author#evt-0001</Origin>
@@ -27,7 +27,7 @@ func TestAckMatchesCometBytes(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("ack differs:\n got %q\nwant %q", got, want)
 	}
-	// spec/vtp.md §2.3 calls this example 489 bytes; its text is 496.
+	// docs/vtp.md §2.3: 496 bytes, so the prefix is 00 00 01 F0.
 	if !bytes.Equal(Frame(got)[:4], []byte{0, 0, 1, 0xF0}) {
 		t.Fatalf("prefix %x, want 000001f0", Frame(got)[:4])
 	}

@@ -1,6 +1,6 @@
 // Package xmlsafe reads untrusted XML (VOEvents and VTP Transport messages)
 // without ever expanding entities, fetching anything or recursing without
-// bound. Its Scanner (scanner.go) refuses any DTD (spec/voevent.md §6: no
+// bound. Its Scanner (scanner.go) refuses any DTD (docs/voevent.md §6: no
 // real VOEvent or Transport message carries one), accepts only the
 // predefined entities and character references, bounds element nesting and
 // applies libxml2's well-formedness rules, in one allocation-free pass over

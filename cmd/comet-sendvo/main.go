@@ -7,7 +7,7 @@
 //	comet-sendvo --sign KEYID:FILE --secret-keys KEYS TARGET EVENT
 //
 // With --sign the event is signed with OpenPGP before it is sent
-// (spec/openpgp.md): a detached signature over the root element, appended
+// (docs/openpgp.md): a detached signature over the root element, appended
 // in a comment, the event's own bytes unchanged.
 // TARGET is host, host:port, tcp:host:port or unix:PATH (default port
 // 8098); EVENT is a file name or - for standard input. The file is sent

@@ -5,8 +5,8 @@
 //	comet --receive --broadcast --local-ivo ivo://example.org/broker
 //	comet tap --nats nats://127.0.0.1:4222 --since 1h    (events on a bus as JSON lines)
 //
-// Options follow Comet latest (spec/cli.md §3) and accept the 2012 forms
-// (§1) as aliases. Run "comet -h" for the list.
+// Options follow Comet latest and accept the 2012 forms as aliases
+// (README.md, Options). Run "comet -h" for the list.
 package main
 
 import (

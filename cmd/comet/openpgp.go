@@ -9,7 +9,7 @@ import (
 )
 
 // openpgp checks the OpenPGP options and sets the broker's signature hooks
-// (spec/openpgp.md). It returns the loaded trust, whose keys SIGHUP
+// (docs/openpgp.md). It returns the loaded trust, whose keys SIGHUP
 // reloads; nil when no option needs trusted keys.
 func (o *options) openpgp(cfg *broker.Config) (*signature.Trust, error) {
 	if o.sign != "" {

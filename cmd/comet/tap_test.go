@@ -187,7 +187,7 @@ func TestTapPrintsTheAcceptedEvents(t *testing.T) {
 	})
 
 	t.Run("filter", func(t *testing.T) {
-		// Examples of spec/filtering.md §4 and the files they select.
+		// Examples of docs/filtering.md §4 and the files they select.
 		out, errs, code := tapRun(t, "--nats", url, "--since", "1h", "--follow=false",
 			"--filter", `//Param[@name="Packet_Type" and @value="61"]`,
 			"--filter", `starts-with(@ivorn, "ivo://gwnet/LVC#")`)

@@ -131,7 +131,7 @@ func TestReceiverHostileFraming(t *testing.T) {
 
 // Documents with a DTD, entities of any kind or external references are
 // refused as unparsable: the connection is closed without a reply (Comet's
-// outcome for unparsable input, spec/vtp.md §6; a nak would need the ivorn
+// outcome for unparsable input, docs/vtp.md §6; a nak would need the ivorn
 // of a document the broker refuses to read), the refusal is logged with
 // its reason, nothing is recorded, forwarded, fetched or expanded.
 func TestReceiverRefusesDTDsAndEntities(t *testing.T) {

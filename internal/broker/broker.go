@@ -64,7 +64,7 @@ type Config struct {
 	// --cmd), each a durable consumer of the bus.
 	Stages stages.Config
 
-	// OpenPGP (spec/openpgp.md); nil = off. VerifyEvent checks authors'
+	// OpenPGP (docs/openpgp.md); nil = off. VerifyEvent checks authors'
 	// submissions (--sender-auth), VerifySubscriber the authenticate
 	// replies of subscribers (--subscriber-auth), and SignReplies signs
 	// this broker's authenticate replies to upstream brokers (--key-id).

@@ -188,7 +188,7 @@ func TestSamplesGetCometsVerdictAndReachSubscribersByteIdentical(t *testing.T) {
 	}
 }
 
-// The composed event and worked examples of spec/filtering.md §3, each
+// The composed event and worked examples of docs/filtering.md §3, each
 // through a real subscriber connection.
 func TestFilterWorkedExamplesThroughSubscribers(t *testing.T) {
 	b := start(t, nil)

@@ -29,7 +29,7 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// OpenPGP through real sockets (spec/openpgp.md): the shared vectors of
+// OpenPGP through real sockets (docs/openpgp.md): the shared vectors of
 // testdata/openpgp, the hooks wired as cmd/comet/openpgp.go wires them.
 
 var pgpDir = filepath.Join(testdataDir, "openpgp")

@@ -20,7 +20,7 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// OpenPGP with the real binaries (spec/openpgp.md): key reloading on
+// OpenPGP with the real binaries (docs/openpgp.md): key reloading on
 // SIGHUP, comet-sendvo --sign, signatures checked by and made with real
 // GnuPG, start-up errors.
 

@@ -1,7 +1,7 @@
 // Package loadgen drives a VTP broker the way its real peers do and measures
 // it: M subscribers hold long-lived connections on the broadcast port while
 // C workers submit N unique events on the receive port, one TCP connection
-// per event (spec/vtp.md §4.1, §4.2). It reports throughput, ack and
+// per event (docs/vtp.md §4.1, §4.2). It reports throughput, ack and
 // end-to-end latency percentiles, losses, duplicates, naks and errors, and
 // optionally the broker's CPU time per event and peak RSS from /proc.
 //

@@ -20,7 +20,7 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// testTemplate is a small VOEvent in the shape of spec/vtp.md §9, with
+// testTemplate is a small VOEvent in the shape of docs/vtp.md §9, with
 // decoys: an ivorn in a comment before the root and one on a child.
 const testTemplate = `<?xml version="1.0" encoding="UTF-8"?>
 <!-- not the root: ivorn="ivo://decoy.org/comment#1" -->

@@ -86,7 +86,7 @@ type Report struct {
 	Errors          int `json:"errors"`   // attempts without a receipt: connect/send/receipt failures, timeouts included
 	Timeouts        int `json:"timeouts"` // of Errors, those that hit Timeout
 	// NotClosed counts receipts after which the broker kept the
-	// connection open for a second (spec/vtp.md §4.1 says it closes).
+	// connection open for a second (docs/vtp.md §4.1 says it closes).
 	NotClosed    int      `json:"not_closed"`
 	NakSamples   []string `json:"nak_samples,omitempty"`   // first few, "ivorn: Result"
 	ErrorSamples []string `json:"error_samples,omitempty"` // first few

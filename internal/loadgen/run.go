@@ -21,7 +21,7 @@ import (
 const maxSamples = 5
 
 // closeWait bounds how long a worker waits, after the receipt, for the
-// broker to close the connection (spec/vtp.md §4.1: it does so at once).
+// broker to close the connection (docs/vtp.md §4.1: it does so at once).
 // Letting the broker close first leaves TIME_WAIT on the broker's side of
 // the connection, not on this host's ephemeral ports, so long runs of one
 // connection per event do not exhaust them.
@@ -326,7 +326,7 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 
 // attempt sends the event in w.buf on a new connection to addr and waits
 // for the receipt whose Origin is its ivorn, as comet-sendvo does
-// (spec/vtp.md §4.1). It returns the receipt and when it was read, or why
+// (docs/vtp.md §4.1). It returns the receipt and when it was read, or why
 // there was none; the error names the stage that failed.
 func (r *run) attempt(ctx context.Context, w *worker, addr string) (*vtp.Message, time.Time, error) {
 	start := time.Now()

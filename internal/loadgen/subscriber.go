@@ -110,7 +110,7 @@ func (s *subscriber) loop(r *run) {
 }
 
 // serve answers the broker like a Comet subscriber with no filters
-// (spec/vtp.md §4.2): authenticate and iamalive are answered, every VOEvent
+// (docs/vtp.md §4.2): authenticate and iamalive are answered, every VOEvent
 // is acked with Origin = its ivorn. Replies are buffered and flushed
 // whenever no complete frame is waiting, so a burst of events is acked in a
 // few writes while no ack is held back while the reader waits.

@@ -1,6 +1,6 @@
 package vtptest
 
-// FilteringSample is the event composed for spec/filtering.md §3,
+// FilteringSample is the event composed for docs/filtering.md §3,
 // verbatim: the worked filter examples are evaluated against it.
 const FilteringSample = `<?xml version="1.0" encoding="UTF-8"?>
 <voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0"
