@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -91,8 +92,21 @@ func startComet(t *testing.T, eventdb string, p ports, extra ...string) *proc {
 // and, if the test failed, logs its output.
 func launch(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	pr := &proc{cmd: execComet(args...), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
-	pr.cmd.Stdout, pr.cmd.Stderr = pr.out, pr.out
+	pr := newProc(execComet(args...))
+	pr.start(t, name, pr.out)
+	return pr
+}
+
+func newProc(cmd *exec.Cmd) *proc {
+	return &proc{cmd: cmd, out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
+}
+
+// start starts pr with its standard output to stdout and its standard
+// error to pr.out; the test's cleanup kills it and, if the test failed,
+// logs pr.out.
+func (pr *proc) start(t *testing.T, name string, stdout io.Writer) {
+	t.Helper()
+	pr.cmd.Stdout, pr.cmd.Stderr = stdout, pr.out
 	if err := pr.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +118,6 @@ func launch(t *testing.T, name string, args ...string) *proc {
 			t.Logf("%s output:\n%s", name, pr.out.String())
 		}
 	})
-	return pr
 }
 
 // waitListening waits until addr accepts connections, polling every

@@ -110,15 +110,15 @@ func TestREADMEFirstRun(t *testing.T) {
 	}
 
 	// First terminal: the broker.
-	broker := &proc{cmd: command(cmds[0]), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
-	startProc(t, "broker", broker, broker.out)
+	broker := newProc(command(cmds[0]))
+	broker.start(t, "broker", broker.out)
 	broker.waitListening(t, p.recvAddr(), 20*time.Millisecond)
 	broker.waitListening(t, p.castAddr(), 20*time.Millisecond)
 
 	// Second terminal: the watcher, its events on standard output.
-	watcher := &proc{cmd: command(cmds[1]), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
+	watcher := newProc(command(cmds[1]))
 	printed := &vtptest.SyncBuffer{}
-	startProc(t, "watcher", watcher, printed)
+	watcher.start(t, "watcher", printed)
 	if !vtptest.WaitUntil(wait, func() bool { return strings.Contains(watcher.out.String(), "connected to upstream broker") }) {
 		t.Fatalf("watcher not subscribed:\n%s", watcher.out.String())
 	}
@@ -152,24 +152,6 @@ func TestREADMEFirstRun(t *testing.T) {
 		}
 	}
 	checkIgnored(t, filepath.Join(eventdb(cmds[0]), "x"), filepath.Join(eventdb(cmds[1]), "x"), "comet", "comet-sendvo", "vtp-load")
-}
-
-// startProc starts pr with its standard output to stdout and its log to
-// pr.out; the test's cleanup kills it.
-func startProc(t *testing.T, name string, pr *proc, stdout *vtptest.SyncBuffer) {
-	t.Helper()
-	pr.cmd.Stdout, pr.cmd.Stderr = stdout, pr.out
-	if err := pr.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { pr.cmd.Wait(); close(pr.exited) }()
-	t.Cleanup(func() {
-		pr.cmd.Process.Kill()
-		<-pr.exited
-		if t.Failed() {
-			t.Logf("%s log:\n%s", name, pr.out.String())
-		}
-	})
 }
 
 // checkIgnored checks that git ignores each path, relative to the

@@ -124,15 +124,10 @@ func TestSecondProcessOnOneStoreExitsNamingTheHolder(t *testing.T) {
 // on it says so, naming the flag that gives a durable one.
 func TestTemporaryStoreWarns(t *testing.T) {
 	tmp, p := t.TempDir(), newPorts(t)
-	pr := &proc{cmd: execComet("--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", p.recv),
-		"--local-ivo", localIVO, "--node", "e2e"), out: &vtptest.SyncBuffer{}, exited: make(chan struct{})}
+	pr := newProc(execComet("--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", p.recv),
+		"--local-ivo", localIVO, "--node", "e2e"))
 	pr.cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	pr.cmd.Stdout, pr.cmd.Stderr = pr.out, pr.out
-	if err := pr.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { pr.cmd.Wait(); close(pr.exited) }()
-	t.Cleanup(func() { pr.cmd.Process.Kill(); <-pr.exited })
+	pr.start(t, "comet", pr.out)
 	pr.waitListening(t, p.recvAddr(), 20*time.Millisecond)
 
 	store := filepath.Join(tmp, "comet-eventdb")
