@@ -86,7 +86,11 @@ type Broadcaster struct {
 	QueueWait        time.Duration // 0 = DefaultQueueWait
 	WriteTimeout     time.Duration // 0 = DefaultWriteTimeout
 	MaxFrame         int           // 0 = vtp.DefaultMaxFrame
-	Limits           accept.Limits // open connections per listener; zero = unlimited
+	// FilterBudget is the evaluation steps each filter of a subscriber may
+	// take on each event (--filter-budget); a filter that runs out is no
+	// match for that event, and logged. 0 = filter.DefaultBudget.
+	FilterBudget int
+	Limits       accept.Limits // open connections per listener; zero = unlimited
 
 	// VerifySubscriber, if set (--subscriber-auth), must accept the OpenPGP
 	// signature on a subscriber's first authenticate reply, returning who
@@ -282,6 +286,7 @@ func (b *Broadcaster) add(conn net.Conn) {
 		ackSignal: make(chan struct{}, 1),
 	}
 	s.log = b.logger().With("subscriber", s.peer)
+	s.overBudget = filter.OverBudgetLog{Logger: s.log, Budget: b.FilterBudget}
 	// Ask for filters at once, but never wait for the answer: pygcn never
 	// replies, and it must still receive every event. Queued before the
 	// subscriber is visible to ticks and broadcasts, so it always goes first.
@@ -395,7 +400,10 @@ type SubscriberStats struct {
 	Peer          string
 	Authenticated bool     // it has answered an authenticate request
 	Signer        string   // whose signature it authenticated with (VerifySubscriber)
-	Filters       []string // installed filters
+	Filters       []string // filters installed and evaluated
+	Refused       []string // filters it sent that were refused: they never match
+	Withheld      uint64   // events its filters did not let through
+	OverBudget    uint64   // evaluations of its filters stopped at the budget (no match)
 	InFlight      int      // events sent and not yet acknowledged
 }
 
@@ -405,12 +413,17 @@ func (b *Broadcaster) Stats() []SubscriberStats {
 	subs := b.subscribers()
 	out := make([]SubscriberStats, 0, len(subs))
 	for _, s := range subs {
-		st := SubscriberStats{Peer: s.peer, Authenticated: s.authenticated.Load()}
+		st := SubscriberStats{Peer: s.peer, Authenticated: s.authenticated.Load(),
+			Withheld: s.withheld.Load(), OverBudget: s.overBudgetN.Load()}
 		if p := s.signer.Load(); p != nil {
 			st.Signer = *p
 		}
 		for _, f := range s.currentFilters() {
-			st.Filters = append(st.Filters, f.String())
+			if f.Refusal() != nil {
+				st.Refused = append(st.Refused, f.String())
+			} else {
+				st.Filters = append(st.Filters, f.String())
+			}
 		}
 		s.mu.Lock()
 		st.InFlight = len(s.inflight)

@@ -33,6 +33,9 @@ type subscriber struct {
 	once  sync.Once
 
 	filters       atomic.Pointer[[]*filter.Filter]
+	overBudget    filter.OverBudgetLog // filters that ran out of budget; used by the writer only
+	withheld      atomic.Uint64        // events its filters did not let through
+	overBudgetN   atomic.Uint64        // filter evaluations stopped at the budget
 	authenticated atomic.Bool
 	verified      atomic.Bool            // signed reply accepted (VerifySubscriber)
 	verifying     atomic.Bool            // a signed reply is being checked
@@ -147,7 +150,8 @@ func (s *subscriber) admit(it item) bool {
 	t := it.ev.t
 	if fs := s.currentFilters(); len(fs) > 0 {
 		doc, err := it.ev.document()
-		if err != nil || !doc.MatchAny(fs) {
+		if err != nil || !doc.MatchAny(fs, s.b.FilterBudget, s.filterOverBudget) {
+			s.withheld.Add(1)
 			t.release()
 			return false
 		}
@@ -187,6 +191,13 @@ func (s *subscriber) admit(it item) bool {
 			return false
 		}
 	}
+}
+
+// filterOverBudget counts and logs a filter that exhausted its budget on
+// an event (it is no match for that event).
+func (s *subscriber) filterOverBudget(f *filter.Filter) {
+	s.overBudgetN.Add(1)
+	s.overBudget.Report(f)
 }
 
 // acked handles one ack: acks are counted, not matched to ivorns, as in
@@ -365,36 +376,23 @@ func (s *subscriber) authenticate(payload []byte, filters []string) {
 	s.log.Info("subscriber authenticated", "signer", signer)
 }
 
-// setFilters replaces the filter list (docs/filtering.md §1): a filter that
-// does not compile is logged and skipped; none left means everything.
-// A filter too costly to run on every event (affordable) or past
-// MaxFiltersPerSubscriber is dropped the same way.
+// setFilters replaces the filter list (docs/filtering.md §1) with the
+// filters of an authenticate reply, failing closed (compileFilters).
 func (s *subscriber) setFilters(exprs []string) {
-	fs := make([]*filter.Filter, 0, min(len(exprs), MaxFiltersPerSubscriber))
-	if len(exprs) > MaxFiltersExamined {
-		// Each examined filter is compiled and costed: bound that work too.
-		s.log.Warn("filters dropped unexamined: too many in one authenticate reply",
-			"offered", len(exprs), "examined", MaxFiltersExamined)
-		exprs = exprs[:MaxFiltersExamined]
-	}
-	for _, e := range exprs {
-		if len(fs) == MaxFiltersPerSubscriber {
-			s.log.Warn("filter dropped: too many filters", "limit", MaxFiltersPerSubscriber, "filter", e)
-			continue
-		}
-		f, err := s.b.filters.Compile(e)
-		if err != nil {
-			s.log.Warn("filter dropped", "err", err)
-			continue
-		}
-		if steps, ok := affordable(f); !ok {
-			s.log.Warn("filter dropped: too costly to evaluate on every event", "filter", e,
-				"budget", FilterProbeSteps, "steps", steps)
-			continue
-		}
-		fs = append(fs, f)
-	}
+	fs := s.b.compileFilters(exprs, s.log)
 	s.filters.Store(&fs)
 	s.authenticated.Store(true)
-	s.log.Info("filters installed", "count", len(fs))
+	refused := 0
+	for _, f := range fs {
+		if f.Refusal() != nil {
+			refused++
+		}
+	}
+	switch {
+	case len(fs) > 0 && refused == len(fs):
+		s.log.Warn("every filter refused: the subscriber gets no events until it sends a filter the broker accepts",
+			"refused", refused)
+	default:
+		s.log.Info("filters installed", "count", len(fs)-refused, "refused", refused)
+	}
 }

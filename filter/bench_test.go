@@ -2,6 +2,7 @@ package filter
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -42,7 +43,7 @@ func BenchmarkMatch(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		d.matchOnce(f)
+		d.evalOnce(f, DefaultBudget)
 	}
 }
 
@@ -54,10 +55,10 @@ func BenchmarkMatchMemoized(b *testing.B) {
 		b.Fatal(err)
 	}
 	f, _ := Compile(benchFilter)
-	d.Match(f)
+	d.Eval(f, DefaultBudget)
 	b.ReportAllocs()
 	for b.Loop() {
-		d.Match(f)
+		d.Eval(f, DefaultBudget)
 	}
 }
 
@@ -68,6 +69,54 @@ func BenchmarkCompile(b *testing.B) {
 	for b.Loop() {
 		if _, err := Compile(benchFilter); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkExhaustedBudget is what a hostile filter costs per event: one
+// evaluation stopped at DefaultBudget (a nested // that would take
+// billions of steps), and the memory it allocates on the way.
+func BenchmarkExhaustedBudget(b *testing.B) {
+	d, err := Parse(benchPayload(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct{ name, expr string }{
+		{"nested", `count(//*[count(//*[count(//*[count(//node()) > 0]) > 0]) > 0])`},
+		{"strings", `//node()[string-length(concat(` + strings.Repeat(`string(/),`, 40) + `"")) > 0]`},
+		{"unions", `count(//node()[count((//node()|//@*)[count(//node()|//@*|//node()) > 0]) > 0])`},
+	} {
+		f, err := Compile(bc.expr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d.evalOnce(f, DefaultBudget) != OverBudget {
+					b.Fatal("within the budget")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkQuadraticFilter is the costliest realistic filter (issue 17's)
+// on the largest real GCN notice.
+func BenchmarkQuadraticFilter(b *testing.B) {
+	raw, err := os.ReadFile("../testdata/voevents/Point_Dir_2017-10-26T19_40_00.00_000000-0-136.xml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, err := Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, _ := Compile(`//Param[@value = //Param[@name="TrigID"]/@value and @name != "TrigID"]`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d.evalOnce(f, DefaultBudget) != NoMatch {
+			b.Fatal("matched or over budget")
 		}
 	}
 }

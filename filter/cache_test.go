@@ -37,7 +37,7 @@ func TestCacheInterns(t *testing.T) {
 	defer func() { testHookEval = nil }()
 	for range 100 {
 		f, _ := c.Compile(`//Param`)
-		d.MatchAny([]*Filter{f})
+		d.MatchAny([]*Filter{f}, DefaultBudget, nil)
 	}
 	if n != 1 {
 		t.Errorf("%d evaluations for one interned filter on one Doc", n)

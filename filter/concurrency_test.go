@@ -46,7 +46,7 @@ func TestConcurrentMatch(t *testing.T) {
 	for i, p := range payloads {
 		d := mustParse(t, p)
 		for _, f := range fs {
-			want[i] = append(want[i], d.Match(f))
+			want[i] = append(want[i], d.Eval(f, DefaultBudget) == Match)
 		}
 	}
 
@@ -70,12 +70,12 @@ func TestConcurrentMatch(t *testing.T) {
 					i := (k + w + round) % len(docs) // different Docs at once
 					for j := range fs {
 						j := (j + w) % len(fs)
-						if got := docs[i].Match(fs[j]); got != want[i][j] {
+						if got := docs[i].Eval(fs[j], DefaultBudget) == Match; got != want[i][j] {
 							errs <- fmt.Errorf("doc %d filter %q: %v, want %v", i, exprs[j], got, want[i][j])
 							return
 						}
 					}
-					if got := docs[i].MatchAny(fs); got != anyTrue(want[i]) {
+					if got := docs[i].MatchAny(fs, DefaultBudget, nil); got != anyTrue(want[i]) {
 						errs <- fmt.Errorf("doc %d MatchAny: %v", i, got)
 						return
 					}
@@ -123,7 +123,7 @@ func TestConcurrentCompileAndParse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if !d.Match(f) {
+				if d.Eval(f, DefaultBudget) != Match {
 					t.Errorf("%s did not match", e)
 					return
 				}

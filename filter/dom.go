@@ -96,8 +96,9 @@ type nsDecl struct {
 }
 
 type memoEntry struct {
-	once sync.Once
-	ok   bool
+	once    sync.Once
+	budget  int
+	outcome Outcome
 }
 
 var encodingDecl = regexp.MustCompile(`^<\?xml[ \t\r\n][^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._:-]+)["']`)

@@ -14,13 +14,6 @@ import (
 // matches, "//Nope[voe:x]" evaluates the prefixed step never and is an
 // empty node-set. Node-sets are kept in document order.
 
-// MaxEvalSteps bounds the work of one evaluation of one filter on one
-// event: each node visited on an axis, each sub-expression evaluated and
-// every 16 bytes of string built count one step. A filter that needs more
-// is stopped and counts as no match (docs/filtering.md §5). Real filters
-// on real events need a few thousand steps.
-const MaxEvalSteps = 1 << 20
-
 type valueKind uint8
 
 const (
@@ -51,16 +44,16 @@ func (e *evalError) Error() string { return e.msg }
 type evaluator struct {
 	d     *Doc
 	steps int
-	limit int       // MaxEvalSteps unless a caller asks for less
+	limit int       // the budget: steps allowed
 	arena []int32   // node-sets are carved from it
 	bufs  [][]int32 // free scratch buffers
 }
 
 var evaluators = sync.Pool{New: func() any { return new(evaluator) }}
 
-func getEvaluator(d *Doc) *evaluator {
+func getEvaluator(d *Doc, budget int) *evaluator {
 	ev := evaluators.Get().(*evaluator)
-	ev.d, ev.steps, ev.limit = d, 0, MaxEvalSteps
+	ev.d, ev.steps, ev.limit = d, 0, budget
 	return ev
 }
 
@@ -828,7 +821,7 @@ func (ev *evaluator) union(a, b []int32) []int32 {
 	if len(b) == 0 {
 		return a
 	}
-	ev.tick((len(a) + len(b)) / 8)
+	ev.tick((len(a) + len(b)) * 4 / bytesPerStep)
 	out := ev.alloc(len(a) + len(b))
 	copy(out[copy(out, a):], b)
 	return ev.d.sortNodes(out)
@@ -882,7 +875,7 @@ func (ev *evaluator) toNumber(v value) float64 {
 // str is a node's string-value, charged to the step budget.
 func (ev *evaluator) str(ref int32) string {
 	s := ev.d.stringValue(ref)
-	ev.tick(len(s) / 16)
+	ev.tick(len(s) / bytesPerStep)
 	return s
 }
 
@@ -1136,11 +1129,18 @@ func (ev *evaluator) call(f *funcCall, c ctx) value {
 		if len(args) < 2 {
 			ev.fail("invalid number of arguments to concat()")
 		}
+		// Charged before the result is built, and built in one allocation.
+		parts := make([]string, len(args))
+		n := 0
+		for i, a := range args {
+			parts[i] = ev.toString(a)
+			n += len(parts[i])
+			ev.tick(len(parts[i]) / bytesPerStep)
+		}
 		var sb strings.Builder
-		for _, a := range args {
-			s := ev.toString(a)
-			ev.tick(len(s) / 16)
-			sb.WriteString(s)
+		sb.Grow(n)
+		for _, p := range parts {
+			sb.WriteString(p)
 		}
 		return value{k: vStr, s: sb.String()}
 	case fnContains, fnStartsWith, fnSubstringBefore, fnSubstringAfter:
@@ -1173,7 +1173,7 @@ func (ev *evaluator) call(f *funcCall, c ctx) value {
 	case fnTranslate:
 		ev.arity(f, 3, 3)
 		s, from, to := ev.toString(args[0]), ev.toString(args[1]), ev.toString(args[2])
-		ev.tick(len(s) * (len(from)/10 + 1) / 16)
+		ev.tick(len(s) * (len(from)/10 + 1) / bytesPerStep)
 		return value{k: vStr, s: translate(s, from, to)}
 	case fnBoolean:
 		ev.arity(f, 1, 1)
@@ -1221,7 +1221,7 @@ func (ev *evaluator) nodeSet(f *funcCall, v value) []int32 {
 
 // built charges a freshly built string to the budget.
 func (ev *evaluator) built(s string) string {
-	ev.tick(len(s) / 16)
+	ev.tick(len(s) / bytesPerStep)
 	return s
 }
 

@@ -1,10 +1,18 @@
 // Package filter decides, for each event and each subscriber, whether the
-// subscriber's XPath filters let the event through, exactly as Comet does
-// (docs/filtering.md): filters are OR'd, no filter means everything, a
-// filter that does not compile is dropped by the caller, an evaluation
-// error means "no match", no namespace prefix is bound, the context node
-// is the root element, and a result matches if it is a non-empty node-set,
-// true, a non-zero or NaN number, or a non-empty string.
+// subscriber's XPath filters let the event through, as Comet does
+// (docs/filtering.md): filters are OR'd, no filter means everything, an
+// evaluation error means "no match", no namespace prefix is bound, the
+// context node is the root element, and a result matches if it is a
+// non-empty node-set, true, a non-zero or NaN number, or a non-empty
+// string.
+//
+// Two rules are stricter than Comet's, so that nothing the broker refuses
+// ever widens what a subscriber receives (fail closed): a filter the
+// broker refuses (it does not compile, or it is past a limit) stays in the
+// subscriber's list and never matches, where Comet drops it and, with none
+// left, sends everything (Refuse); and every evaluation runs under a step
+// budget, a filter that exhausts it being no match for that event
+// (DefaultBudget).
 //
 // Comet evaluates with libxml2. github.com/antchfx/xpath, the obvious Go
 // engine, differs from it where it matters here and has no hook to change
@@ -19,6 +27,7 @@ package filter
 
 import (
 	"container/list"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -30,11 +39,12 @@ import (
 // bytes. Comet has no limit.
 const MaxExprLen = 4096
 
-// Filter is one compiled subscriber filter. Safe for concurrent use: the
-// compiled form is never modified after Compile.
+// Filter is one subscriber filter: compiled, or refused (see Refuse).
+// Safe for concurrent use: it is never modified after it is made.
 type Filter struct {
-	src  string
-	root expr
+	src     string
+	root    expr
+	refusal error // why a refused filter was refused; nil if compiled
 }
 
 // Compile compiles a filter as libxml2 would. It fails only where libxml2
@@ -52,39 +62,94 @@ func Compile(s string) (*Filter, error) {
 	return &Filter{src: s, root: e}, nil
 }
 
-// String returns the expression as given to Compile.
+// Refuse returns a filter standing for one a subscriber sent and the
+// broker refused (it does not compile, or it is past a limit): it never
+// matches. Refused filters stay in the subscriber's list, so refusing a
+// filter can only narrow what the subscriber receives: a list whose every
+// filter was refused lets nothing through, where an empty list (the
+// subscriber asked for no filtering) lets everything through.
+func Refuse(s string, reason error) *Filter {
+	if reason == nil {
+		reason = errors.New("refused")
+	}
+	return &Filter{src: s, refusal: reason}
+}
+
+// String returns the expression as the subscriber sent it.
 func (f *Filter) String() string { return f.src }
 
-// Match reports whether f lets the event through. An evaluation error,
-// including the MaxEvalSteps limit, is no match. Each filter is evaluated
-// at most once per Doc.
-func (d *Doc) Match(f *Filter) bool {
-	if d == nil || f == nil {
-		return false
+// Refusal is why f was refused (see Refuse), nil for a compiled filter.
+func (f *Filter) Refusal() error { return f.refusal }
+
+// Outcome is what one filter decides on one event.
+type Outcome uint8
+
+const (
+	// NoMatch: the result is false, or evaluation failed (an undefined
+	// prefix, function or variable), or the filter was refused.
+	NoMatch Outcome = iota
+	// Match: the event goes to the subscriber.
+	Match
+	// OverBudget: evaluation was stopped at its step budget. The event
+	// does not go (fail closed); the caller should say so, as the
+	// subscriber would otherwise never know.
+	OverBudget
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Match:
+		return "match"
+	case OverBudget:
+		return "over budget"
 	}
+	return "no match"
+}
+
+// Eval decides f on d within budget steps (DefaultBudget if budget <= 0;
+// at most MaxBudget). Each filter is evaluated at most once per Doc (for
+// the first budget asked), however many subscribers hold it.
+func (d *Doc) Eval(f *Filter, budget int) Outcome {
+	if d == nil || f == nil || f.root == nil {
+		return NoMatch
+	}
+	budget = clampBudget(budget)
 	d.mu.Lock()
 	if d.memo == nil {
 		d.memo = make(map[*Filter]*memoEntry)
 	}
 	e := d.memo[f]
 	if e == nil {
-		e = &memoEntry{}
+		e = &memoEntry{budget: budget}
 		d.memo[f] = e
 	}
 	d.mu.Unlock()
-	e.once.Do(func() { e.ok = d.matchOnce(f) })
-	return e.ok
+	if e.budget != budget {
+		// One budget per Doc in practice (the broker's); another one is
+		// answered afresh.
+		return d.evalOnce(f, budget)
+	}
+	e.once.Do(func() { e.outcome = d.evalOnce(f, budget) })
+	return e.outcome
 }
 
-// MatchAny applies Comet's rule for one subscriber: no filters means every
-// event; otherwise the event goes if any filter matches.
-func (d *Doc) MatchAny(fs []*Filter) bool {
+// MatchAny applies the rule for one subscriber's filters: no filters
+// means every event; otherwise the event goes if any filter matches
+// within budget. overBudget, if not nil, is called for each filter
+// evaluated that ran out of budget (filters after the first match are
+// not evaluated).
+func (d *Doc) MatchAny(fs []*Filter, budget int, overBudget func(*Filter)) bool {
 	if len(fs) == 0 {
 		return true
 	}
 	for _, f := range fs {
-		if d.Match(f) {
+		switch d.Eval(f, budget) {
+		case Match:
 			return true
+		case OverBudget:
+			if overBudget != nil {
+				overBudget(f)
+			}
 		}
 	}
 	return false
@@ -93,29 +158,36 @@ func (d *Doc) MatchAny(fs []*Filter) bool {
 // testHookEval, if set (by tests), runs at each evaluation.
 var testHookEval func()
 
-func (d *Doc) matchOnce(f *Filter) (ok bool) {
+func (d *Doc) evalOnce(f *Filter, budget int) (out Outcome) {
 	if testHookEval != nil {
 		testHookEval()
 	}
-	ev := getEvaluator(d)
+	ev := getEvaluator(d, budget)
 	defer func() {
 		// An evaluation error is a non-match; so is a bug here, rather
-		// than a crashed broadcaster (tests call evaluate, which lets
-		// bugs through). Only an evaluator that stopped cleanly, or on
-		// an XPath error, is reused.
+		// than a crashed writer (tests call evaluate, which lets bugs
+		// through). Only an evaluator that stopped cleanly, or on an
+		// XPath error, is reused.
 		if r := recover(); r != nil {
-			ok = false
-			if _, xpathErr := r.(*evalError); !xpathErr {
+			out = NoMatch
+			ee, xpathErr := r.(*evalError)
+			if !xpathErr {
 				return
+			}
+			if ee.msg == stepLimitMsg {
+				out = OverBudget
 			}
 		}
 		putEvaluator(ev)
 	}()
-	return truthy(ev.run(f.root))
+	if truthy(ev.run(f.root)) {
+		return Match
+	}
+	return NoMatch
 }
 
-// evaluate runs f and returns its value; only XPath evaluation errors are
-// turned into err.
+// evaluate runs f within DefaultBudget and returns its value; only XPath
+// evaluation errors are turned into err.
 func (d *Doc) evaluate(f *Filter) (v value, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -126,15 +198,18 @@ func (d *Doc) evaluate(f *Filter) (v value, err error) {
 			err = ee
 		}
 	}()
-	ev := &evaluator{d: d, limit: MaxEvalSteps}
+	ev := &evaluator{d: d, limit: DefaultBudget}
 	return ev.run(f.root), nil
 }
 
 // Steps evaluates f on d afresh (not memoized) with a budget of limit
-// steps and reports the steps used; within is false if the budget ran out.
-// A broadcaster uses it to refuse filters too costly to run on every event.
+// steps (at most MaxBudget) and reports the steps used; within is false
+// if the budget ran out. For measuring what filters cost.
 func (f *Filter) Steps(d *Doc, limit int) (steps int, within bool) {
-	ev := &evaluator{d: d, limit: min(limit, MaxEvalSteps)}
+	if f.root == nil {
+		return 0, true
+	}
+	ev := &evaluator{d: d, limit: clampBudget(limit)}
 	defer func() {
 		if r := recover(); r != nil {
 			ee, ok := r.(*evalError)

@@ -65,7 +65,7 @@ func FuzzCompile(f *testing.F) {
 		}
 		d.evaluate(flt) // panics on anything but an XPath error
 		fresh, _ := Parse([]byte(sampleEvent))
-		fresh.Match(flt)
+		fresh.Eval(flt, DefaultBudget)
 	})
 }
 
@@ -90,6 +90,6 @@ func FuzzParse(f *testing.F) {
 		for _, flt := range fs {
 			d.evaluate(flt)
 		}
-		d.MatchAny(fs)
+		d.MatchAny(fs, DefaultBudget, nil)
 	})
 }

@@ -1,6 +1,9 @@
 package filter
 
 import (
+	"context"
+	"log/slog"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -135,12 +138,19 @@ func TestContextAndTruthiness(t *testing.T) {
 	}
 }
 
-// TestMatchAnyRule: filters are OR'd and no filter means everything.
+// TestMatchAnyRule: filters are OR'd, no filter means everything, and a
+// refused filter never matches (so a list of refused filters lets nothing
+// through).
 func TestMatchAnyRule(t *testing.T) {
 	d := mustParse(t, []byte(sampleEvent))
 	yes, _ := Compile(`@role`)
 	no, _ := Compile(`@nope`)
 	bad, _ := Compile(`$x`)
+	_, err := Compile(`//voe::VOEvent`)
+	refused := Refuse(`//voe::VOEvent`, err)
+	if refused.Refusal() != err || refused.String() != `//voe::VOEvent` || yes.Refusal() != nil {
+		t.Errorf("refused filter: %q %v; compiled filter's refusal: %v", refused, refused.Refusal(), yes.Refusal())
+	}
 	for _, tc := range []struct {
 		fs   []*Filter
 		want bool
@@ -151,13 +161,16 @@ func TestMatchAnyRule(t *testing.T) {
 		{[]*Filter{no, bad}, false},
 		{[]*Filter{no, bad, yes}, true},
 		{[]*Filter{nil}, false},
+		{[]*Filter{refused}, false},
+		{[]*Filter{Refuse("", nil)}, false},
+		{[]*Filter{refused, yes}, true},
 	} {
-		if got := d.MatchAny(tc.fs); got != tc.want {
+		if got := d.MatchAny(tc.fs, DefaultBudget, nil); got != tc.want {
 			t.Errorf("MatchAny(%v) = %v, want %v", tc.fs, got, tc.want)
 		}
 	}
 	var nilDoc *Doc
-	if nilDoc.Match(yes) {
+	if nilDoc.Eval(yes, DefaultBudget) == Match {
 		t.Error("a nil Doc matched")
 	}
 }
@@ -196,8 +209,8 @@ func TestCompileLimits(t *testing.T) {
 	}
 }
 
-// TestEvaluationBudget: a filter built to be slow is stopped by
-// MaxEvalSteps and does not match; an honest one is far below it.
+// TestEvaluationBudget: a filter built to be slow is stopped by its budget
+// and does not match; an honest one is far below it.
 func TestEvaluationBudget(t *testing.T) {
 	raw, err := os.ReadFile(benchFile)
 	if err != nil {
@@ -205,7 +218,7 @@ func TestEvaluationBudget(t *testing.T) {
 	}
 	d := mustParse(t, raw)
 	slow := []string{
-		`count(//*[count(//*[count(//node()) > 0]) > 0]) >= 0`,
+		`count(//*[count(//*[count(//*[count(//node()) > 0]) > 0]) > 0]) >= 0`,
 		`count(//node()[count(following::node()[count(preceding::node()) > 0]) > 0]) >= 0`,
 		`count(//node()[string-length(concat(` + strings.Repeat(`string(/),`, 40) + `"")) > 0]) > 0`,
 	}
@@ -218,17 +231,92 @@ func TestEvaluationBudget(t *testing.T) {
 		if _, err := d.evaluate(f); err == nil || !strings.Contains(err.Error(), "step limit") {
 			t.Errorf("%s: want the step limit, got %v", e, err)
 		}
-		if d.Match(f) {
-			t.Errorf("%s matched", e)
+		if got := d.Eval(f, DefaultBudget); got != OverBudget {
+			t.Errorf("%s: %v, want over budget", e, got)
 		}
 		if el := time.Since(start); el > 5*time.Second {
 			t.Errorf("%s took %v", e, el)
 		}
 	}
 	f, _ := Compile(benchFilter)
-	ev := &evaluator{d: d, limit: MaxEvalSteps}
+	ev := &evaluator{d: d, limit: DefaultBudget}
 	ev.run(f.root)
-	if ev.steps > MaxEvalSteps/100 {
+	if ev.steps > DefaultBudget/100 {
 		t.Errorf("a typical filter used %d steps", ev.steps)
 	}
 }
+
+// TestBudgetPerEvaluation: a filter over its budget is OverBudget (no
+// match) and reported; the same filter on the same Doc under another
+// budget is evaluated afresh, not answered from the memo.
+func TestBudgetPerEvaluation(t *testing.T) {
+	d := mustParse(t, []byte(sampleEvent))
+	f, _ := Compile(`//Param[@value = //Param/@value]`)
+	steps, within := f.Steps(d, 0)
+	if !within || steps < 10 {
+		t.Fatalf("%d steps, within=%v", steps, within)
+	}
+	var over []*Filter
+	if d.MatchAny([]*Filter{f}, steps-1, func(f *Filter) { over = append(over, f) }) {
+		t.Error("matched over its budget")
+	}
+	if len(over) != 1 || over[0] != f {
+		t.Errorf("reported over budget: %v", over)
+	}
+	if got := d.Eval(f, steps-1); got != OverBudget {
+		t.Errorf("under %d steps: %v", steps-1, got)
+	}
+	if got := d.Eval(f, steps); got != Match {
+		t.Errorf("under %d steps (exactly enough): %v", steps, got)
+	}
+	if got := d.Eval(f, 0); got != Match {
+		t.Errorf("under the default budget: %v", got)
+	}
+	if got, within := f.Steps(d, MaxBudget*4); got != steps || !within {
+		t.Errorf("Steps beyond MaxBudget: %d %v", got, within)
+	}
+}
+
+// TestOverBudgetLog: the first time a filter exhausts its budget is
+// logged at once; then at most one line per interval and filter, counting
+// the events missed since the last line.
+func TestOverBudgetLog(t *testing.T) {
+	var lines []slog.Record
+	h := recordHandler(func(r slog.Record) { lines = append(lines, r) })
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &OverBudgetLog{Logger: slog.New(h), Budget: 1000, Interval: time.Minute, now: func() time.Time { return now }}
+	a, _ := Compile(`//a`)
+	b, _ := Compile(`//b`)
+	l.Report(a) // logged
+	l.Report(a)
+	l.Report(b) // logged: another filter
+	now = now.Add(30 * time.Second)
+	l.Report(a)
+	now = now.Add(31 * time.Second)
+	l.Report(a) // logged: a minute since a's line, 3 events missed
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3", len(lines))
+	}
+	attrs := func(r slog.Record) map[string]string {
+		m := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
+		return m
+	}
+	for i, want := range []map[string]string{
+		{"filter": "//a", "budget": "1000", "missed_events": "1"},
+		{"filter": "//b", "budget": "1000", "missed_events": "1"},
+		{"filter": "//a", "budget": "1000", "missed_events": "3"},
+	} {
+		if got := attrs(lines[i]); !maps.Equal(got, want) || lines[i].Level != slog.LevelWarn {
+			t.Errorf("line %d: %v %v, want %v", i, lines[i].Level, got, want)
+		}
+	}
+}
+
+// recordHandler is a slog.Handler calling fn with each record.
+type recordHandler func(slog.Record)
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h recordHandler) WithGroup(string) slog.Handler                 { return h }

@@ -15,20 +15,20 @@ import (
 const sampleEvent = vtptest.FilteringSample
 
 // sendTo is the broadcaster's decision for one subscriber, as the
-// broadcaster makes it: compile each filter, drop (log) those that fail,
-// then MatchAny.
+// broadcaster makes it: compile each filter, keep those that fail as
+// refused (never matching), then MatchAny.
 func sendTo(t testing.TB, d *Doc, exprs ...string) bool {
 	t.Helper()
 	var fs []*Filter
 	for _, e := range exprs {
 		f, err := Compile(e)
 		if err != nil {
-			t.Logf("dropped: %v", err)
-			continue
+			t.Logf("refused: %v", err)
+			f = Refuse(e, err)
 		}
 		fs = append(fs, f)
 	}
-	return d.MatchAny(fs)
+	return d.MatchAny(fs, DefaultBudget, nil)
 }
 
 func mustParse(t testing.TB, payload []byte) *Doc {
@@ -54,7 +54,7 @@ func TestWorkedExamples(t *testing.T) {
 		{2, `//Param[@name="SNR" and @value>10]`, "nodes:1", true},
 		{3, `//Param[@name="SNR" and @value>20]`, "nodes:0", false},
 		{4, `//voe:VOEvent`, "eval", false},
-		{5, `//voe::VOEvent`, "compile", true}, // not installed: unfiltered
+		{5, `//voe::VOEvent`, "compile", false}, // refused: never matches (Comet: dropped, so unfiltered)
 		{6, `//Who[AuthorIVORN="ivo://example.observatory/survey"]`, "nodes:1", true},
 		{7, `count(//Param)`, "num:3", true},
 		{8, `count(//Table)`, "num:0", false},
@@ -89,7 +89,11 @@ func TestWorkedExamples(t *testing.T) {
 	}
 }
 
-// TestCombinations is the end of docs/filtering.md §3.
+// TestCombinations is the end of docs/filtering.md §3: filters are OR'd,
+// and a refused filter never matches. Comet drops a filter that does not
+// compile, so a subscriber whose every filter is refused gets everything
+// there; here it gets nothing: refusing a filter never widens what a
+// subscriber receives.
 func TestCombinations(t *testing.T) {
 	d := mustParse(t, []byte(sampleEvent))
 	const (
@@ -105,10 +109,11 @@ func TestCombinations(t *testing.T) {
 	}{
 		{[]string{f3, f8}, false},
 		{[]string{f3, f2}, true},
-		{[]string{f4, f5}, false}, // only #4 installed; it errors
-		{[]string{f5}, true},      // nothing installed: everything
-		{nil, true},               // no filters: everything
-		{[]string{f5, f5, f5}, true},
+		{[]string{f4, f5}, false},     // #4 errors, #5 is refused
+		{[]string{f5}, false},         // only a refused filter: nothing (Comet: everything)
+		{nil, true},                   // no filters asked for: everything
+		{[]string{f5, f5, f5}, false}, // (Comet: everything)
+		{[]string{f5, f2}, true},      // a refused filter does not stop the others
 		{[]string{f4, f3, f8}, false},
 		{[]string{f4, f2}, true}, // an erroring filter does not stop the others
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 )
@@ -59,10 +60,19 @@ func CometBackoff(n int) time.Duration {
 type Subscription struct {
 	Target   endpoint.Endpoint
 	Store    Store
-	LocalIVO string   // Response of replies; omitted when empty
-	Filters  []string // sent in every authenticate reply; checked by the caller
-	Node     string
-	Logger   *slog.Logger
+	LocalIVO string // Response of replies; omitted when empty
+	// Filters are sent in every authenticate reply, and applied here too
+	// to what the upstream sends, as a broadcaster applies a subscriber's
+	// (within FilterBudget, failing closed): an upstream that ignores
+	// filters (GCN) or drops one it refuses (Comet) cannot widen what
+	// comes in. Checked by the caller; one that does not compile here
+	// matches nothing.
+	Filters []string
+	// FilterBudget is the evaluation steps each filter may take on each
+	// event (--filter-budget); 0 = filter.DefaultBudget.
+	FilterBudget int
+	Node         string
+	Logger       *slog.Logger
 
 	InactivityTimeout time.Duration // 0 = DefaultInactivityTimeout
 	HealthyAfter      time.Duration // 0 = DefaultHealthyAfter
@@ -76,11 +86,39 @@ type Subscription struct {
 	// the message with its signature appended (docs/openpgp.md §3), for
 	// upstream brokers that run with --subscriber-auth.
 	Sign func(msg []byte) ([]byte, error)
+
+	filters    []*filter.Filter     // Filters compiled, at Run
+	overBudget filter.OverBudgetLog // used by Run's goroutine only
+}
+
+// compileFilters compiles Filters for local use, failing closed.
+func (s *Subscription) compileFilters(log *slog.Logger) {
+	s.filters = s.filters[:0]
+	for _, e := range s.Filters {
+		f, err := filter.Compile(e)
+		if err != nil {
+			log.Error("filter refused: it never matches (fail closed)", "reason", err)
+			f = filter.Refuse(e, err)
+		}
+		s.filters = append(s.filters, f)
+	}
+	s.overBudget = filter.OverBudgetLog{Logger: log, Budget: s.FilterBudget}
+}
+
+// selected reports whether an upstream event passes the subscription's
+// own filters (every event if there are none).
+func (s *Subscription) selected(payload []byte) bool {
+	if len(s.filters) == 0 {
+		return true
+	}
+	doc, err := filter.Parse(payload)
+	return err == nil && doc.MatchAny(s.filters, s.FilterBudget, s.overBudget.Report)
 }
 
 // Run connects, serves and reconnects until ctx ends.
 func (s *Subscription) Run(ctx context.Context) {
 	log := s.logger().With("upstream", s.Target.String())
+	s.compileFilters(log)
 	backoff := s.Backoff
 	if backoff == nil {
 		backoff = CometBackoff
@@ -189,6 +227,10 @@ func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent
 	log = log.With("ivorn", info.IVORN)
 	if !voevent.ValidIVOID(info.IVORN) {
 		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
+		return
+	}
+	if !s.selected(payload) {
+		log.Debug("event from upstream not selected by this subscription's filters; acked, not relayed")
 		return
 	}
 	ev := newEvent(payload, info, bus.OriginUpstream, peer, s.Node, time.Now())

@@ -171,6 +171,7 @@ wait:
 type options struct {
 	receive, broadcast        multiOpt
 	subscribe, filters        listValues
+	filterBudget              int
 	actions, commands         listValues
 	printEvent, saveEvent     bool
 	saveDir                   string
@@ -229,7 +230,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	for _, n := range []string{"subscribe", "remote"} {
 		fs.Var(&o.subscribe, n, "subscribe to the broker at ENDPOINT (host, host:port, tcp:host:port, unix:PATH; default port 8099); repeatable")
 	}
-	fs.Var(&o.filters, "filter", "XPath filter sent to every upstream broker (checked at start-up); repeatable")
+	fs.Var(&o.filters, "filter", "XPath filter sent to every upstream broker, and applied to the events it sends (checked at start-up); repeatable")
+	fs.IntVar(&o.filterBudget, "filter-budget", filter.DefaultBudget, filterBudgetUsage)
 	fs.Var(&o.actions, "action", "enable a built-in handler by name: print-event, save-event (Comet 2012); repeatable")
 	fs.BoolVar(&o.printEvent, "print-event", false, "print every accepted event on standard output")
 	fs.BoolVar(&o.saveEvent, "save-event", false, "save every accepted event to a file in --save-event-directory")
@@ -442,6 +444,10 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		}
 	}
 	cfg.Filters = o.filters
+	if err := checkFilterBudget(o.filterBudget); err != nil {
+		return cfg, usageError{err.Error()}
+	}
+	cfg.FilterBudget = o.filterBudget
 	if o.maxConns < 0 || o.maxPerPeer < 0 {
 		return cfg, usageError{"--max-connections and --max-connections-per-peer must be >= 0"}
 	}
@@ -579,4 +585,15 @@ func usableDir(dir string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+const filterBudgetUsage = "evaluation steps one XPath filter may take on one event (subscribers' filters, --filter); a filter that runs out is no match for that event, and logged"
+
+// checkFilterBudget checks --filter-budget, the same for the broker and
+// for comet tap.
+func checkFilterBudget(n int) error {
+	if n < 1 || n > filter.MaxBudget {
+		return fmt.Errorf("--filter-budget must be between 1 and %d", filter.MaxBudget)
+	}
+	return nil
 }

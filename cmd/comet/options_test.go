@@ -2,8 +2,11 @@ package main
 
 import (
 	"io"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/comet-go/comet/filter"
 )
 
 const vectors = "../../testdata/openpgp/"
@@ -83,6 +86,35 @@ func TestOpenPGPOptionsSetTheHooks(t *testing.T) {
 		}
 		if _, err := cfg.VerifyEvent(signed, ""); err == nil {
 			t.Error("VerifyEvent accepted a document without AuthorIVORN")
+		}
+	}
+}
+
+// --filter-budget reaches the broker's configuration, filter.DefaultBudget
+// unless given, and is checked at start-up.
+func TestFilterBudgetOption(t *testing.T) {
+	base := []string{"--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir(), "-b"}
+	for _, tc := range []struct {
+		args []string
+		want int
+		err  string
+	}{
+		{nil, filter.DefaultBudget, ""},
+		{[]string{"--filter-budget", "5000"}, 5000, ""},
+		{[]string{"--filter-budget", strconv.Itoa(filter.MaxBudget)}, filter.MaxBudget, ""},
+		{[]string{"--filter-budget", "0"}, 0, "--filter-budget must be between 1 and"},
+		{[]string{"--filter-budget", strconv.Itoa(filter.MaxBudget + 1)}, 0, "--filter-budget must be between 1 and"},
+	} {
+		o, err := parseArgs(append(append([]string{}, base...), tc.args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := o.config(nil)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: %v, want an error containing %q", tc.args, err, tc.err)
+		case tc.err == "" && (err != nil || cfg.FilterBudget != tc.want):
+			t.Errorf("%q: budget %d (%v), want %d", tc.args, cfg.FilterBudget, err, tc.want)
 		}
 	}
 }

@@ -65,6 +65,7 @@ func tapMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// Connection trouble goes to stderr; stdout carries only events.
 	cfg.bus.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg.printer.Logger = cfg.bus.Logger
 	r, err := bus.Dial(ctx, cfg.bus)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -98,6 +99,7 @@ func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, e
 		since           string
 		seq             uint64
 		filters         filterList
+		filterBudget    int
 		follow, payload bool
 	)
 	fs := flag.NewFlagSet("comet tap", flag.ContinueOnError)
@@ -106,7 +108,8 @@ func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, e
 	nats.register(fs, "the bus: NATS server URL[,URL...] (required); a broker's embedded bus once it runs with --nats-listen")
 	fs.StringVar(&since, "since", "", "start with the events stored since a DURATION ago (90m, 2h, 7d) or a TIME (2026-11-01T00:00:00Z, 2026-11-01)")
 	fs.Uint64Var(&seq, "seq", 0, "start at this stream sequence N (the seq field of a line)")
-	fs.Var(&filters, "filter", "print only events this XPath matches (Comet's rules; repeatable: any may match)")
+	fs.Var(&filters, "filter", "print only events this XPath matches (the broadcaster's rules; repeatable: any may match)")
+	fs.IntVar(&filterBudget, "filter-budget", filter.DefaultBudget, filterBudgetUsage)
 	fs.BoolVar(&follow, "follow", true, "keep printing new events; --follow=false exits after the events stored at start")
 	fs.BoolVar(&payload, "payload", false, "add the event XML to each line (\"payload\")")
 	fs.Usage = func() {
@@ -151,6 +154,10 @@ func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, e
 		}
 		cfg.printer.Filters = append(cfg.printer.Filters, f)
 	}
+	if err := checkFilterBudget(filterBudget); err != nil {
+		return nil, err
+	}
+	cfg.printer.FilterBudget = filterBudget
 	cfg.printer.Payload = payload
 
 	creds, tlsConfig, err := nats.connection()

@@ -208,6 +208,19 @@ func TestTapPrintsTheAcceptedEvents(t *testing.T) {
 		}
 	})
 
+	t.Run("filter over its budget", func(t *testing.T) {
+		// The same filter, too costly for a budget of 50 steps on any
+		// event: no match (fail closed), one warning on stderr.
+		const f = `//Param[@name="Packet_Type" and @value="61"]`
+		out, errs, code := tapRun(t, "--nats", url, "--since", "1h", "--follow=false", "--filter", f, "--filter-budget", "50")
+		if code != 0 || out != "" {
+			t.Fatalf("exit %d, %d bytes on stdout: %s", code, len(out), errs)
+		}
+		if n := strings.Count(errs, "filter exhausted its evaluation budget"); n != 1 || !strings.Contains(errs, "budget=50") {
+			t.Errorf("%d over-budget warnings, want 1 naming the budget:\n%s", n, errs)
+		}
+	})
+
 	t.Run("since a time", func(t *testing.T) {
 		since := time.Now().UTC().Add(time.Minute).Format(time.RFC3339)
 		out, errs, code := tapRun(t, "--nats", url, "--since", since, "--follow=false")
@@ -364,6 +377,7 @@ func TestTapCommandLineErrors(t *testing.T) {
 		{[]string{"--nats", url, "--follow=false"}, "--follow=false needs --since or --seq"},
 		{[]string{"--nats", url, "--filter", `//Param[@name="x"`}, "is not valid XPath"},
 		{[]string{"--nats", url, "--filter", "//Param", "--filter", "//voe::VOEvent"}, "is not valid XPath"},
+		{[]string{"--nats", url, "--filter", "//Param", "--filter-budget", "0"}, "--filter-budget must be between 1 and"},
 		{[]string{"--nats", url, "--nats-creds", filepath.Join(dir, "missing.creds")}, "--nats-creds"},
 		{[]string{"--nats", url, "--nats-tls-ca", notPEM}, "no PEM certificate"},
 		{[]string{"--nats", url, "--nats-tls-cert", notPEM}, "needs both"},

@@ -215,10 +215,10 @@ func assertHealthy(t testing.TB, b *broker.Broker, sub *vtptest.Subscriber) []by
 }
 
 // healthy is assertHealthy, then checks that none of forbidden was ever
-// broadcast. The relay delivers in bus order and every probe ended before
+// broadcast; it returns the good event. The relay delivers in bus order and every probe ended before
 // the good event was submitted, so once the good event has reached the tap
 // anything stored by the probe would have reached it too.
-func (h *harness) healthy(forbidden ...string) {
+func (h *harness) healthy(forbidden ...string) []byte {
 	h.t.Helper()
 	ev := assertHealthy(h.t, h.b, h.sub)
 	iv := ivornOf(ev)
@@ -226,6 +226,7 @@ func (h *harness) healthy(forbidden ...string) {
 		h.t.Fatalf("health check: tap did not receive %s (closed %v)", iv, h.tap.Closed())
 	}
 	h.notForwarded(forbidden...)
+	return ev
 }
 
 // notForwarded fails if any broadcast frame contains one of forbidden.

@@ -32,7 +32,11 @@ type Config struct {
 	Receive   []endpoint.Endpoint // receiver listeners (authors)
 	Broadcast []endpoint.Endpoint // broadcaster listeners (subscribers)
 	Subscribe []endpoint.Endpoint // upstream brokers to subscribe to
-	Filters   []string            // XPath filters sent upstream (already checked)
+	Filters   []string            // XPath filters sent upstream, and applied to what comes back (already checked)
+
+	// FilterBudget is the evaluation steps one filter may take on one
+	// event, for subscribers' filters and Filters; 0 = filter.DefaultBudget.
+	FilterBudget int
 
 	LocalIVO string
 	Node     string // node name: bus headers and the egress consumer name
@@ -207,6 +211,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			QueueLen:         cfg.QueueLen,
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxFrame:         cfg.MaxEventSize,
+			FilterBudget:     cfg.FilterBudget,
 			VerifySubscriber: cfg.VerifySubscriber,
 			AuthTimeout:      cfg.AuthTimeout,
 		}
@@ -229,6 +234,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			Store:             b.bus,
 			LocalIVO:          cfg.LocalIVO,
 			Filters:           cfg.Filters,
+			FilterBudget:      cfg.FilterBudget,
 			Node:              cfg.Node,
 			Logger:            log.With("component", "subscriber"),
 			InactivityTimeout: cfg.SubscribeInactivity,
