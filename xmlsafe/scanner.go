@@ -2,12 +2,11 @@ package xmlsafe
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"unicode/utf8"
-
-	"golang.org/x/text/encoding/charmap"
 )
 
 // Well-known namespace names.
@@ -55,17 +54,29 @@ func (e *SyntaxError) Unwrap() error { return e.Err }
 // accepts only the predefined entities and character references, and bounds
 // nesting. It never reads anything but its input.
 //
+// A document in UTF-8 or US-ASCII is scanned in place. One in any other
+// encoding libxml2 reads and x/text decodes (UTF-16, UTF-32, the ISO-8859
+// and Windows code pages, Shift_JIS, EUC-JP, GB18030, ...; see charset.go)
+// is decoded to UTF-8 once, in a buffer the Scanner keeps; names, values
+// and text are then UTF-8, while Span, Declaration and error offsets stay
+// offsets into the input as given.
+//
 // Slices returned by accessors must not be modified and are valid until the
-// next call to Next; most alias the input. Namespace names stay valid as
-// long as the input does.
+// next call to Next; most alias the input (or the decoded text). Namespace
+// names stay valid until the next Reset.
 type Scanner struct {
-	data     []byte
+	raw      []byte // the input
+	data     []byte // what is scanned: raw, or raw decoded to UTF-8 by tr
 	pos      int
 	maxDepth int
-	enc      encoding
+	ascii    bool     // declared US-ASCII: every byte must be below 0x80
+	cs       *charset // the charset data was decoded from; nil for UTF-8 and US-ASCII
+	tr       transcoder
 	phase    uint8
-	err      error
-	pending  bool // the last start tag was empty (<a/>): its end is next
+
+	declStart, declEnd int // the XML declaration in data, or both 0
+	err                error
+	pending            bool // the last start tag was empty (<a/>): its end is next
 
 	tokStart, tokEnd int
 
@@ -85,15 +96,6 @@ type Scanner struct {
 	buf    []byte         // decoding scratch, reset per token
 }
 
-type encoding uint8
-
-const (
-	encUTF8 encoding = iota
-	encASCII
-	encLatin1
-	encCP1252
-)
-
 const (
 	phaseStart uint8 = iota // before the XML declaration check
 	phaseProlog
@@ -106,7 +108,7 @@ const (
 	fRef   uint8 = 1 << iota // contains & references
 	fCR                      // contains CR (line-end normalization)
 	fWS                      // attribute: contains TAB, LF or CR (normalized to space)
-	fHigh                    // contains non-ASCII bytes (transcoding in non-UTF-8 modes)
+	fHigh                    // contains non-ASCII characters
 	fCDATA                   // text token is a CDATA section
 )
 
@@ -169,7 +171,9 @@ func (s *Scanner) Reset(data []byte, maxDepth int) {
 	clear(s.attrs[:cap(s.attrs)])
 	clear(s.elems[:cap(s.elems)])
 	clear(s.ns[:cap(s.ns)])
+	s.tr.release()
 	*s = Scanner{
+		raw:      data,
 		data:     data,
 		maxDepth: maxDepth,
 		attrs:    s.attrs[:0],
@@ -177,6 +181,7 @@ func (s *Scanner) Reset(data []byte, maxDepth int) {
 		ns:       s.ns[:0],
 		nsMap:    s.nsMap,
 		buf:      s.buf[:0],
+		tr:       s.tr,
 	}
 }
 
@@ -184,15 +189,48 @@ func (s *Scanner) Reset(data []byte, maxDepth int) {
 // start tag, 0 after its end tag.
 func (s *Scanner) Depth() int { return len(s.elems) }
 
-// Span returns the byte offsets of the current token: its first byte and
-// just past its last. For the KindEnd of an empty element it is the span of
-// the whole <a/> tag.
-func (s *Scanner) Span() (start, end int) { return s.tokStart, s.tokEnd }
+// Span returns the byte offsets in the input of the current token: its
+// first byte and just past its last. For the KindEnd of an empty element it
+// is the span of the whole <a/> tag. (In a stateful encoding such as
+// ISO-2022-JP a span starts with the shift sequence its first character
+// needs.)
+func (s *Scanner) Span() (start, end int) {
+	if s.tr.active {
+		return s.tr.rawOffset(s.tokStart), s.tr.rawOffset(s.tokEnd)
+	}
+	return s.tokStart, s.tokEnd
+}
+
+// Declaration returns the byte offsets in the input of the XML declaration,
+// from its "<?xml" through its "?>", once Next has been called; ok is false
+// if the document has none.
+func (s *Scanner) Declaration() (start, end int, ok bool) {
+	if s.declEnd == 0 {
+		return 0, 0, false
+	}
+	if s.tr.active {
+		return s.tr.rawOffset(s.declStart), s.tr.rawOffset(s.declEnd), true
+	}
+	return s.declStart, s.declEnd, true
+}
+
+// Encoding names the document's encoding once Next has been called:
+// "UTF-8" (also when it is only the default), "US-ASCII", "UTF-16LE", or the
+// charset its declaration names ("ISO-8859-15", "Shift_JIS", ...).
+func (s *Scanner) Encoding() string {
+	switch {
+	case s.cs != nil:
+		return s.cs.name
+	case s.ascii:
+		return csASCII.name
+	}
+	return csUTF8.name
+}
 
 // Name returns the resolved namespace name (empty if none) and local name of
 // the current start or end tag.
 func (s *Scanner) Name() (space, local []byte) {
-	return s.space, s.transcode(s.q.local(s.data))
+	return s.space, s.q.local(s.data)
 }
 
 // NumAttr is the number of attributes of the current start tag, namespace
@@ -203,7 +241,7 @@ func (s *Scanner) NumAttr() int { return len(s.attrs) }
 // declarations are in NamespaceXMLNS (local "xmlns" for the default one).
 func (s *Scanner) Attr(i int) (space, local []byte) {
 	a := &s.attrs[i]
-	return a.space, s.transcode(a.q.local(s.data))
+	return a.space, a.q.local(s.data)
 }
 
 // AttrValue returns the normalized value of attribute i (references
@@ -278,14 +316,21 @@ func (s *Scanner) popNamespaces(n int) {
 	s.ns = s.ns[:n]
 }
 
-// Line returns the 1-based line number of a byte offset.
+// Line returns the 1-based line number of a byte offset in the input.
 func (s *Scanner) Line(offset int) int {
-	if offset > len(s.data) {
-		offset = len(s.data)
+	if s.tr.active {
+		offset = s.tr.textOffset(offset)
 	}
-	return 1 + bytes.Count(s.data[:offset], []byte{'\n'})
+	return s.line(offset)
 }
 
+// line is the line number of an offset in data.
+func (s *Scanner) line(at int) int {
+	at = min(max(at, 0), len(s.data))
+	return 1 + bytes.Count(s.data[:at], []byte{'\n'})
+}
+
+// fail records a final error at offset at of data.
 func (s *Scanner) fail(at int, wrapped error, format string, args ...any) (Kind, error) {
 	msg := format
 	if len(args) > 0 {
@@ -294,7 +339,11 @@ func (s *Scanner) fail(at int, wrapped error, format string, args ...any) (Kind,
 	if wrapped != nil {
 		msg = wrapped.Error() + msg
 	}
-	s.err = &SyntaxError{Offset: at, Line: s.Line(at), Msg: msg, Err: wrapped}
+	off := at
+	if s.tr.active {
+		off = s.tr.rawOffset(at)
+	}
+	s.err = &SyntaxError{Offset: off, Line: s.line(at), Msg: msg, Err: wrapped}
 	return 0, s.err
 }
 
@@ -375,86 +424,259 @@ func (s *Scanner) Next() (Kind, error) {
 	}
 }
 
-// prolog skips a UTF-8 byte order mark and reads the XML declaration.
+// prolog finds the document's encoding (its byte order mark, first bytes
+// and XML declaration, as libxml2 does; see charset.go), decodes a document
+// that is neither UTF-8 nor US-ASCII, and reads the XML declaration.
 func (s *Scanner) prolog() error {
 	s.phase = phaseProlog
-	d := s.data
-	bom := false
-	if bytes.HasPrefix(d, []byte{0xEF, 0xBB, 0xBF}) {
-		s.pos, bom = 3, true
-	} else if bytes.HasPrefix(d, []byte{0xFE, 0xFF}) || bytes.HasPrefix(d, []byte{0xFF, 0xFE}) {
-		_, err := s.fail(0, nil, "unsupported encoding UTF-16")
+	f, bom := sniff(s.raw)
+	var cs *charset
+	switch f {
+	case formASCII, formUTF8BOM:
+		return s.prologASCII(bom)
+	case formEBCDIC:
+		return s.prologEBCDIC()
+	case formUTF16LE:
+		cs = csUTF16LE
+	case formUTF16BE:
+		cs = csUTF16BE
+	case formUTF32LE:
+		cs = csUTF32LE
+	case formUTF32BE:
+		cs = csUTF32BE
+	}
+	be := f == formUTF16BE || f == formUTF32BE
+	if err := s.transcode(cs, bom, be); err != nil {
 		return err
 	}
-	p := s.pos
-	if !bytes.HasPrefix(d[p:], []byte("<?xml")) || p+5 >= len(d) || !isSpace(d[p+5]) {
+	label, at, err := s.xmlDecl()
+	if err != nil || label == nil {
+		return err
+	}
+	declared, known := lookupLabel(label)
+	switch {
+	case !known:
+		return s.encErr(at, "unsupported encoding %q", label)
+	case cs.kind == kUTF32:
+		// lxml hands libxml2 UTF-32 as the document's encoding, and any
+		// name libxml2 knows is then ignored.
+		return nil
+	case equalFoldAny(string(label), "UTF-8", "UTF8", "UTF-16", "UTF16"):
+		// libxml2 keeps the byte order it found for these names.
+		return nil
+	case declared.kind == kUCS2LE && !be, declared.kind == kUCS2BE && be:
+		// UCS-2 is UTF-16 without surrogates.
+		end := s.pos
+		if err := s.transcode(declared, bom, be); err != nil {
+			return err
+		}
+		s.pos = end
+		return nil
+	case declared.kind == kUTF16LE && !be, declared.kind == kUTF16BE && be:
 		return nil
 	}
+	what := "first bytes"
+	if bom > 0 {
+		what = "byte order mark"
+	}
+	return s.encErr(at, "declared %q, but the document's %s say %s", label, what, cs.name)
+}
+
+// prologASCII reads the declaration of a document whose first bytes are
+// ASCII (after a UTF-8 byte order mark, which libxml2 skips and then lets
+// the declaration override), and decodes it if it declares a charset other
+// than UTF-8 or US-ASCII.
+func (s *Scanner) prologASCII(bom int) error {
+	s.pos = bom
+	label, at, err := s.xmlDecl()
+	if err != nil || label == nil {
+		return err
+	}
+	if equalFoldAny(string(label), "UTF-8", "utf8") {
+		return nil
+	}
+	cs, known := lookupLabel(label)
+	switch {
+	case !known:
+		return s.encErr(at, "unsupported encoding %q", label)
+	case cs.kind == kUTF8:
+		return nil
+	case cs.kind == kASCII:
+		s.ascii = true
+		return nil
+	case cs.kind == kUTF16:
+		return s.encErr(at, "document labelled %s but has UTF-8 content", label)
+	case cs.kind == kMulti, cs.kind == kSingle && !cs.ebcdic:
+		// The declaration is ASCII, one character per byte in every
+		// ASCII-compatible charset: its offsets just lose the BOM.
+		end := s.pos
+		if err := s.transcode(cs, bom, false); err != nil {
+			return err
+		}
+		s.pos, s.declStart, s.declEnd = end-bom, s.declStart-bom, s.declEnd-bom
+		return nil
+	case cs.kind == kUndecodable:
+		return s.encErr(at, "encoding %q is not supported (libxml2 reads it through iconv; no decoder here)", label)
+	}
+	return s.encErr(at, "declared %q, but the document's first bytes are ASCII", label)
+}
+
+// prologEBCDIC decodes a document that starts with "<?xm" in EBCDIC. Like
+// libxml2, it reads the code page's name from the declaration first.
+func (s *Scanner) prologEBCDIC() error {
+	head := s.raw[:min(len(s.raw), 200)]
+	s.tr.reset(0)
+	s.tr.decode(head, csEBCDICProbe, false) // every byte decodes
+	label := ebcdicLabel(s.tr.text)
+	s.tr.release()
+	cs, known := lookupLabel(label)
+	switch {
+	case label == nil:
+		return s.encErr(0, "EBCDIC document without an encoding declaration")
+	case !known:
+		return s.encErr(0, "unsupported encoding %q", label)
+	case cs.kind != kSingle || !cs.ebcdic:
+		return s.encErr(0, "declared %q, but the document's first bytes are EBCDIC", label)
+	}
+	if err := s.transcode(cs, 0, false); err != nil {
+		return err
+	}
+	_, _, err := s.xmlDecl()
+	return err
+}
+
+// ebcdicLabel finds the encoding name in a document's first characters as
+// libxml2's xmlDetectEBCDIC does: before the first '>', after "encoding".
+func ebcdicLabel(t []byte) []byte {
+	if i := bytes.IndexByte(t, '>'); i >= 0 {
+		t = t[:i]
+	}
+	i := bytes.Index(t, []byte("encoding"))
+	if i < 0 {
+		return nil
+	}
+	j := skipSpace(t, i+len("encoding"))
+	if j >= len(t) || t[j] != '=' {
+		return nil
+	}
+	j = skipSpace(t, j+1)
+	if j >= len(t) || t[j] != '"' && t[j] != '\'' {
+		return nil
+	}
+	q := t[j]
+	k := j + 1
+	for k < len(t) && isEncNameByte(t[k]) {
+		k++
+	}
+	if k >= len(t) || t[k] != q || k == j+1 {
+		return nil
+	}
+	return t[j+1 : k]
+}
+
+// transcode decodes the input from offset from (after a byte order mark)
+// as cs; the scanner then reads the decoded text.
+func (s *Scanner) transcode(cs *charset, from int, bigEndian bool) error {
+	s.tr.reset(from)
+	if err := s.tr.decode(s.raw[from:], cs, bigEndian); err != nil {
+		var de *decodeError
+		if !errors.As(err, &de) {
+			return s.encErr(0, "%v", err)
+		}
+		s.data = s.tr.text // what decoded, for the line number
+		s.err = &SyntaxError{Offset: de.at, Line: s.line(len(s.data)), Msg: ErrEncoding.Error() + de.msg, Err: ErrEncoding}
+		return s.err
+	}
+	s.data, s.cs, s.pos = s.tr.text, cs, 0
+	return nil
+}
+
+func (s *Scanner) encErr(at int, format string, args ...any) error {
+	_, err := s.fail(at, ErrEncoding, format, args...)
+	return err
+}
+
+// xmlDecl reads the XML declaration at s.pos, if there is one, and returns
+// the encoding name it declares (nil if none) and its offset.
+func (s *Scanner) xmlDecl() (label []byte, labelAt int, err error) {
+	d := s.data
+	p := s.pos
+	if !bytes.HasPrefix(d[p:], []byte("<?xml")) || p+5 >= len(d) || !isSpace(d[p+5]) {
+		return nil, 0, nil
+	}
 	i := p + 5
-	attr := func(name string, required bool) ([]byte, bool, error) {
+	attr := func(name string, required bool) ([]byte, int, error) {
 		j := i
 		n := skipSpace(d, j)
 		if n == j || !bytes.HasPrefix(d[n:], []byte(name)) {
 			if required {
-				return nil, false, s.declErr(n, "missing "+name)
+				return nil, 0, s.declErr(n, "missing "+name)
 			}
-			return nil, false, nil
+			return nil, 0, nil
 		}
 		j = skipSpace(d, n+len(name))
 		if j >= len(d) || d[j] != '=' {
-			return nil, false, s.declErr(j, "expected = after "+name)
+			return nil, 0, s.declErr(j, "expected = after "+name)
 		}
 		j = skipSpace(d, j+1)
 		if j >= len(d) || (d[j] != '"' && d[j] != '\'') {
-			return nil, false, s.declErr(j, "expected quoted "+name)
+			return nil, 0, s.declErr(j, "expected quoted "+name)
 		}
 		q := d[j]
 		end := bytes.IndexByte(d[j+1:], q)
 		if end < 0 {
-			return nil, false, s.declErr(j, "unterminated "+name)
+			return nil, 0, s.declErr(j, "unterminated "+name)
 		}
 		v := d[j+1 : j+1+end]
 		i = j + 2 + end
-		return v, true, nil
+		return v, j + 1, nil
 	}
 	ver, _, err := attr("version", true)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	// libxml2 accepts "1." followed by any digits (with a warning for 1.x).
 	if len(ver) < 2 || ver[0] != '1' || ver[1] != '.' || len(ver) > 2 && !allDigits(ver[2:]) {
-		return s.declErr(p, "unsupported XML version "+string(ver))
+		return nil, 0, s.declErr(p, "unsupported XML version "+string(ver))
 	}
-	enc, haveEnc, err := attr("encoding", false)
+	label, labelAt, err = attr("encoding", false)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	sa, haveSA, err := attr("standalone", false)
+	if label != nil && !validEncName(label) {
+		return nil, 0, s.declErr(labelAt, fmt.Sprintf("invalid encoding name %q", label))
+	}
+	sa, saAt, err := attr("standalone", false)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	if haveSA && string(sa) != "yes" && string(sa) != "no" {
-		return s.declErr(p, "bad standalone value")
+	if saAt > 0 && string(sa) != "yes" && string(sa) != "no" {
+		return nil, 0, s.declErr(p, "bad standalone value")
 	}
 	i = skipSpace(d, i)
 	if !bytes.HasPrefix(d[i:], []byte("?>")) {
-		return s.declErr(i, "malformed XML declaration")
+		return nil, 0, s.declErr(i, "malformed XML declaration")
 	}
 	s.pos = i + 2
-	if haveEnc && !bom {
-		switch label := string(enc); {
-		case equalFoldAny(label, "utf-8", "utf8"):
-		case equalFoldAny(label, "us-ascii", "ascii"):
-			s.enc = encASCII
-		case equalFoldAny(label, "iso-8859-1", "latin1", "latin-1", "iso8859-1", "iso_8859-1", "l1"):
-			s.enc = encLatin1
-		case equalFoldAny(label, "windows-1252", "cp1252"):
-			s.enc = encCP1252
-		default:
-			return s.declErr(p, fmt.Sprintf("unsupported encoding %q", enc))
+	s.declStart, s.declEnd = p, s.pos
+	return label, labelAt, nil
+}
+
+// validEncName: EncName ::= [A-Za-z] ([A-Za-z0-9._] | '-')*
+func validEncName(b []byte) bool {
+	if len(b) == 0 || !('a' <= b[0] && b[0] <= 'z' || 'A' <= b[0] && b[0] <= 'Z') {
+		return false
+	}
+	for _, c := range b {
+		if !isEncNameByte(c) {
+			return false
 		}
 	}
-	return nil
+	return true
+}
+
+func isEncNameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
 func equalFoldAny(s string, labels ...string) bool {
@@ -729,9 +951,13 @@ func (s *Scanner) scanQName(i int) (qname, int, error) {
 			}
 			break
 		}
-		r, size := s.decodeRune(i)
+		if s.ascii {
+			_, err := s.fail(i, ErrEncoding, "byte %#x above 0x7F in a US-ASCII document", c)
+			return qname{}, 0, err
+		}
+		r, size := utf8.DecodeRune(d[i:])
 		if r == utf8.RuneError && size <= 1 {
-			_, err := s.fail(i, nil, "invalid byte %#x for the document's encoding", c)
+			_, err := s.fail(i, nil, "invalid UTF-8")
 			return qname{}, 0, err
 		}
 		if segStart && !isNameStartRune(r) || !segStart && !isNameRune(r) {
@@ -1012,12 +1238,9 @@ func (s *Scanner) ref(i int) (rune, int, error) {
 
 // checkHigh validates the non-ASCII character at i.
 func (s *Scanner) checkHigh(i int) (int, error) {
-	switch s.enc {
-	case encASCII:
-		_, err := s.fail(i, nil, "non-ASCII byte %#x in a US-ASCII document", s.data[i])
+	if s.ascii {
+		_, err := s.fail(i, ErrEncoding, "byte %#x above 0x7F in a US-ASCII document", s.data[i])
 		return 0, err
-	case encLatin1, encCP1252:
-		return i + 1, nil // every byte of these charsets is a legal character
 	}
 	r, size := utf8.DecodeRune(s.data[i:])
 	if r == utf8.RuneError && size == 1 {
@@ -1031,50 +1254,13 @@ func (s *Scanner) checkHigh(i int) (int, error) {
 	return i + size, nil
 }
 
-func (s *Scanner) decodeRune(i int) (rune, int) {
-	switch s.enc {
-	case encASCII:
-		return utf8.RuneError, 1
-	case encLatin1:
-		return rune(s.data[i]), 1
-	case encCP1252:
-		return charmap.Windows1252.DecodeByte(s.data[i]), 1
-	}
-	return utf8.DecodeRune(s.data[i:])
-}
-
-// transcode converts a name from a single-byte charset to UTF-8.
-func (s *Scanner) transcode(b []byte) []byte {
-	if s.enc == encUTF8 || s.enc == encASCII {
-		return b
-	}
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			out := make([]byte, 0, 2*len(b))
-			for _, c := range b {
-				out = utf8.AppendRune(out, s.byteRune(c))
-			}
-			return out
-		}
-	}
-	return b
-}
-
-func (s *Scanner) byteRune(c byte) rune {
-	if s.enc == encCP1252 {
-		return charmap.Windows1252.DecodeByte(c)
-	}
-	return rune(c)
-}
-
 // decode returns data[start:end] with references replaced and line ends
-// (and, for attributes, whitespace) normalized, as UTF-8. It aliases the
-// input when nothing needs changing; otherwise it appends to s.buf, so
+// (and, for attributes, whitespace) normalized. It aliases the data when
+// nothing needs changing; otherwise it appends to s.buf, so
 // earlier results of the same token stay intact.
 func (s *Scanner) decode(start, end int, flags uint8, attr bool) []byte {
 	raw := s.data[start:end]
-	high := flags&fHigh != 0 && (s.enc == encLatin1 || s.enc == encCP1252)
-	if flags&(fRef|fCR|fWS) == 0 && !high {
+	if flags&(fRef|fCR|fWS) == 0 {
 		return raw
 	}
 	cdata := flags&fCDATA != 0
@@ -1099,8 +1285,6 @@ func (s *Scanner) decode(start, end int, flags uint8, attr bool) []byte {
 			}
 		case attr && (c == '\n' || c == '\t'):
 			out = append(out, ' ')
-		case c >= utf8.RuneSelf && high:
-			out = utf8.AppendRune(out, s.byteRune(c))
 		default:
 			out = append(out, c)
 		}

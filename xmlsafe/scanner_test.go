@@ -419,17 +419,32 @@ func FuzzScanner(f *testing.F) {
 	for _, s := range []string{`<r a="1">x<!--c--><?p?><![CDATA[y]]></r>`, `<a:r xmlns:a="urn:a"><b xmlns="urn:b"/></a:r>`, `<r>&#x41;&amp;</r>`} {
 		f.Add([]byte(s))
 	}
+	// Documents in other encodings: UTF-16 and UTF-32 with and without
+	// byte order marks, single- and multi-byte charsets, EBCDIC, broken ones.
+	encoded, _ := filepath.Glob(filepath.Join(testdataDir, "encodings", "*.xml"))
+	for _, name := range encoded {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := scanAllNorm(data, true)
 		if err != nil {
 			var se *SyntaxError
-			if !errors.As(err, &se) || se.Line < 1 {
-				t.Fatalf("error %v is not a *SyntaxError", err)
+			if !errors.As(err, &se) || se.Line < 1 || se.Offset < 0 || se.Offset > len(data) {
+				t.Fatalf("error %v is not a *SyntaxError with an offset in the input", err)
 			}
 			return
 		}
+		// Whatever the encoding, spans are offsets into the input and
+		// decode to their tokens.
+		scanSpans(t, NewScanner(data, 0), data)
 		// Known, deliberate differences: encoding/xml implements older
-		// name rules and only XML 1.0 declarations; it also reads no BOM.
+		// name rules and only XML 1.0 declarations; it also reads no BOM
+		// and decodes nothing but UTF-8 itself.
+		if _, enc, _ := Decode(data); enc != "UTF-8" && enc != "US-ASCII" {
+			return
+		}
 		for _, c := range data {
 			if c >= 0x80 {
 				return
