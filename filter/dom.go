@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"sync"
-
-	"golang.org/x/text/encoding/charmap"
 
 	"github.com/comet-go/comet/xmlsafe"
 )
@@ -101,8 +98,6 @@ type memoEntry struct {
 	outcome Outcome
 }
 
-var encodingDecl = regexp.MustCompile(`^<\?xml[ \t\r\n][^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._:-]+)["']`)
-
 // Parse parses an event for filtering. It neither modifies nor keeps
 // payload. It refuses what libxml2 refuses and, like xmlsafe, any DTD and
 // nesting deeper than xmlsafe.DefaultMaxDepth (libxml2's own default limit
@@ -120,27 +115,12 @@ func Parse(payload []byte) (*Doc, error) {
 }
 
 // toUTF8 returns the document as UTF-8 with line ends normalized (XML 1.0
-// §2.11), so that byte offsets into it match what the decoder reads.
+// §2.11), so that byte offsets into it match what the decoder reads. The
+// encoding is found and decoded as xmlsafe.Scanner does (libxml2's rules).
 func toUTF8(p []byte) ([]byte, error) {
-	p = bytes.TrimPrefix(p, []byte("\xEF\xBB\xBF"))
-	if m := encodingDecl.FindSubmatch(p); m != nil {
-		switch strings.ToLower(string(m[1])) {
-		case "utf-8", "utf8", "us-ascii", "ascii":
-		case "iso-8859-1", "latin1", "latin-1", "iso8859-1", "l1":
-			q, err := charmap.ISO8859_1.NewDecoder().Bytes(p)
-			if err != nil {
-				return nil, err
-			}
-			p = q
-		case "windows-1252", "cp1252":
-			q, err := charmap.Windows1252.NewDecoder().Bytes(p)
-			if err != nil {
-				return nil, err
-			}
-			p = q
-		default:
-			return nil, fmt.Errorf("unsupported encoding %q", m[1])
-		}
+	p, _, err := xmlsafe.Decode(p)
+	if err != nil {
+		return nil, err
 	}
 	if bytes.IndexByte(p, '\r') >= 0 {
 		q := make([]byte, 0, len(p))
@@ -178,7 +158,7 @@ func (b *builder) run() error {
 	d := xml.NewDecoder(bytes.NewReader(b.src))
 	d.Strict = true
 	d.Entity = nil
-	// toUTF8 already transcoded; the declared label is only a label now.
+	// toUTF8 already decoded; the declared encoding is only a name now.
 	d.CharsetReader = func(_ string, r io.Reader) (io.Reader, error) { return r, nil }
 	b.nodes = make([]node, 1, 16+len(b.src)/24)
 	b.nodes[0] = node{kind: kindDoc, parent: none, next: none, prev: none, first: none, last: none}
