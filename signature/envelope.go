@@ -53,11 +53,21 @@ var (
 
 // envelope is what one scan of a payload yields: the root element's span,
 // the XML declaration's, and the contents of the comments after the root.
+// Spans are byte offsets into the payload; comment contents are text
+// (UTF-8), decoded when the payload is in another encoding, since that is
+// where the ASCII armour is read from.
 type envelope struct {
 	rootStart, rootEnd int // payload[rootStart:rootEnd] is span A
 	declStart, declEnd int // the XML declaration, or both 0
 	prefixed           bool
-	comments           [][2]int // content (between "<!--" and "-->") of each comment after the root
+	comments           []comment // each comment after the root
+	sc                 *xmlsafe.Scanner
+}
+
+// comment is one comment's content and its position in the scanner's text.
+type comment struct {
+	text []byte
+	at   int
 }
 
 func (e *envelope) spanA(payload []byte) []byte {
@@ -75,10 +85,10 @@ func (e *envelope) decl(payload []byte) []byte {
 
 // scan reads payload with xmlsafe's tokenizer. The spans come from token
 // byte offsets, so markup-like text in attributes, CDATA or comments cannot
-// move them.
+// move them, whatever the payload's encoding.
 func scan(payload []byte) (envelope, error) {
-	var env envelope
-	sc := xmlsafe.NewScanner(payload, 0)
+	env := envelope{sc: xmlsafe.NewScanner(payload, 0)}
+	sc := env.sc
 	afterRoot := false
 	for {
 		kind, err := sc.Next()
@@ -92,6 +102,7 @@ func scan(payload []byte) (envelope, error) {
 		case xmlsafe.KindStart:
 			if sc.Depth() == 1 {
 				env.rootStart, _ = sc.Span()
+				env.prefixed = len(sc.Prefix()) > 0
 			}
 		case xmlsafe.KindEnd:
 			if sc.Depth() == 0 {
@@ -100,43 +111,14 @@ func scan(payload []byte) (envelope, error) {
 			}
 		case xmlsafe.KindComment:
 			if afterRoot {
-				start, end := sc.Span()
-				env.comments = append(env.comments, [2]int{start + len("<!--"), end - len("-->")})
+				text, at := sc.Content()
+				env.comments = append(env.comments, comment{text, at})
 			}
 		}
 	}
-	env.prefixed = rootPrefixed(payload[env.rootStart:env.rootEnd])
-	// The scanner consumes the declaration silently, but it accepted one
-	// only if the document starts (after a BOM) with "<?xml" and a space;
-	// the declaration then ends at its first "?>".
-	start := 0
-	if bytes.HasPrefix(payload, []byte{0xEF, 0xBB, 0xBF}) {
-		start = 3
-	}
-	rest := payload[start:]
-	if len(rest) > 5 && bytes.HasPrefix(rest, []byte("<?xml")) && isSpace(rest[5]) {
-		if i := bytes.Index(rest, []byte("?>")); i > 0 {
-			env.declStart, env.declEnd = start, start+i+2
-		}
-	}
+	env.declStart, env.declEnd, _ = sc.Declaration()
 	return env, nil
 }
-
-// rootPrefixed reports whether the root start tag's name has a prefix
-// ("<voe:VOEvent"); span B exists only then.
-func rootPrefixed(root []byte) bool {
-	for _, c := range root[1:] {
-		switch {
-		case c == ':':
-			return true
-		case isSpace(c) || c == '/' || c == '>':
-			return false
-		}
-	}
-	return false
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // Spans returns the byte spans a signature may cover (docs/openpgp.md §2).
 // a is the root element exactly as received, a sub-slice of payload (capped,
@@ -165,26 +147,26 @@ func Blocks(payload []byte) ([]Block, error) {
 	if err != nil {
 		return nil, err
 	}
-	return env.blocks(payload, -1), nil
+	return env.blocks(-1), nil
 }
 
 // blocks collects the signature blocks, stopping once it has more than
 // limit (limit < 0: no limit).
-func (e *envelope) blocks(payload []byte, limit int) []Block {
+func (e *envelope) blocks(limit int) []Block {
 	var out []Block
 	for _, c := range e.comments {
 		if limit >= 0 && len(out) > limit {
 			break
 		}
-		out = appendBlocks(out, payload[c[0]:c[1]], c[0])
+		out = appendBlocks(out, c.text, func(i int) int { return e.sc.InputOffset(c.at + i) })
 	}
 	return out
 }
 
-// appendBlocks finds the blocks in one comment's content, which starts at
-// byte offset base of the payload. Each delimiter search resumes where the
+// appendBlocks finds the blocks in one comment's content; offset maps an
+// index in it to a payload offset. Each delimiter search resumes where the
 // last one ended, so a comment packed with delimiters costs linear time.
-func appendBlocks(out []Block, comment []byte, base int) []Block {
+func appendBlocks(out []Block, comment []byte, offset func(int) int) []Block {
 	next := func(from int, marker []byte) int {
 		if i := bytes.Index(comment[from:], marker); i >= 0 {
 			return from + i
@@ -220,7 +202,7 @@ func appendBlocks(out []Block, comment []byte, base int) []Block {
 		if armour[len(armour)-1] != '\n' {
 			armour = append(armour, '\n')
 		}
-		out = append(out, Block{Armour: armour, Escaping: esc, Offset: base + start})
+		out = append(out, Block{Armour: armour, Escaping: esc, Offset: offset(start)})
 		pos = stop
 	}
 }
@@ -251,13 +233,23 @@ func unescapeCaret(raw []byte) []byte {
 // never altered. Armour header lines (Version:, Comment:) are dropped, since
 // they may contain "--", which an XML comment cannot; armour is expected to
 // be one armoured signature, as Sign or gpg --detach-sign --armor make it.
+//
+// In a payload that is not UTF-8 the comment is written in the payload's
+// encoding (for UTF-16, as UTF-16 code units in its byte order, without a
+// byte order mark), so the result stays one well-formed document; the
+// armour is read back from the decoded comment. A payload whose encoding
+// cannot be found gets the comment in ASCII.
 func Append(payload, armour []byte) []byte {
 	escaped := bytes.ReplaceAll(dropArmourHeaders(bytes.TrimRight(armour, " \t\r\n")), []byte("-----"), []byte("====="))
-	out := make([]byte, 0, len(payload)+len(escaped)+len("<!--\n\n\n-->"))
-	out = append(out, payload...)
-	out = append(out, "<!--\n"...)
-	out = append(out, escaped...)
-	return append(out, "\n\n-->"...)
+	c := make([]byte, 0, len(escaped)+len("<!--\n\n\n-->"))
+	c = append(c, "<!--\n"...)
+	c = append(c, escaped...)
+	c = append(c, "\n\n-->"...)
+	if enc, err := xmlsafe.Encode(payload, c); err == nil {
+		c = enc
+	}
+	out := make([]byte, 0, len(payload)+len(c))
+	return append(append(out, payload...), c...)
 }
 
 // dropArmourHeaders removes the "Key: value" lines between the BEGIN line

@@ -142,7 +142,14 @@ func (s *Signer) Sign(payload []byte) ([]byte, error) {
 		return nil, fmt.Errorf("sign: %w", err)
 	}
 	buf.WriteByte('\n')
-	return Append(payload, buf.Bytes()), nil
+	signed := Append(payload, buf.Bytes())
+	// The comment is written in the payload's encoding; make sure it reads
+	// back (a stateful encoding left shifted at the end would not).
+	after, err := scan(signed)
+	if err != nil || after.rootStart != env.rootStart || after.rootEnd != env.rootEnd || len(after.blocks(-1)) != len(env.blocks(-1))+1 {
+		return nil, fmt.Errorf("%w: the signature comment does not read back in the document's encoding (%v)", ErrDocument, err)
+	}
+	return signed, nil
 }
 
 // selectKey finds the one key (primary or subkey) in ents that want (a

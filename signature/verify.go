@@ -122,7 +122,7 @@ func (v *Verifier) verify(payload []byte, identity string, checkIdentity bool) (
 	if err != nil {
 		return nil, err
 	}
-	blocks := env.blocks(payload, MaxBlocks)
+	blocks := env.blocks(MaxBlocks)
 	switch {
 	case len(blocks) == 0:
 		return nil, ErrUnsigned

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/text/encoding/korean"
 	"golang.org/x/text/encoding/simplifiedchinese"
 	"golang.org/x/text/encoding/traditionalchinese"
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/encoding/unicode/utf32"
 	"golang.org/x/text/transform"
 )
 
@@ -537,4 +539,43 @@ func Decode(doc []byte) (text []byte, encodingName string, err error) {
 		}
 	}
 	return doc[bom:], s.Encoding(), nil
+}
+
+// Encode returns text (UTF-8) in doc's encoding, found as Decode finds it,
+// without a byte order mark: what may be appended to doc, such as a comment
+// after the root element, and read back as text. For a UTF-8 or US-ASCII
+// document it is text itself.
+func Encode(doc, text []byte) ([]byte, error) {
+	var s Scanner
+	s.Reset(doc, 0)
+	if err := s.prolog(); err != nil {
+		return nil, err
+	}
+	var e encoding.Encoding
+	switch cs := s.cs; {
+	case cs == nil:
+		if s.ascii {
+			for _, c := range text {
+				if c >= utf8.RuneSelf {
+					return nil, fmt.Errorf("%w%q has characters US-ASCII lacks", ErrEncoding, text)
+				}
+			}
+		}
+		return text, nil
+	case cs == csUTF16LE || cs == csUCS2LE:
+		e = unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM)
+	case cs == csUTF16BE || cs == csUCS2BE:
+		e = unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM)
+	case cs == csUTF32LE:
+		e = utf32.UTF32(utf32.LittleEndian, utf32.IgnoreBOM)
+	case cs == csUTF32BE:
+		e = utf32.UTF32(utf32.BigEndian, utf32.IgnoreBOM)
+	default:
+		e = cs.enc
+	}
+	b, err := e.NewEncoder().Bytes(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w%s cannot hold %q: %w", ErrEncoding, s.cs.name, text, err)
+	}
+	return b, nil
 }

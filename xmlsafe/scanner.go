@@ -233,6 +233,10 @@ func (s *Scanner) Name() (space, local []byte) {
 	return s.space, s.q.local(s.data)
 }
 
+// Prefix returns the namespace prefix of the current start or end tag as
+// written ("voe" for <voe:VOEvent>), empty if it has none.
+func (s *Scanner) Prefix() []byte { return s.q.prefix(s.data) }
+
 // NumAttr is the number of attributes of the current start tag, namespace
 // declarations included.
 func (s *Scanner) NumAttr() int { return len(s.attrs) }
@@ -256,6 +260,25 @@ func (s *Scanner) AttrValue(i int) []byte {
 // references replaced and line ends normalized, as UTF-8.
 func (s *Scanner) Text() []byte {
 	return s.decode(s.cStart, s.cEnd, s.cFlags, false)
+}
+
+// Content returns the characters between the delimiters of the current
+// KindComment or KindProcInst token, as UTF-8, exactly as written (no line
+// end normalization), and the position of its first byte in the scanner's
+// text (see InputOffset).
+func (s *Scanner) Content() (content []byte, at int) {
+	return s.data[s.cStart:s.cEnd:s.cEnd], s.cStart
+}
+
+// InputOffset maps a position in the scanner's text (the document as UTF-8,
+// which for a UTF-8 document is the input itself), such as Content reports,
+// to the offset in the input of the character there. It stays valid until
+// the next Reset.
+func (s *Scanner) InputOffset(at int) int {
+	if s.tr.active {
+		return s.tr.rawOffset(at)
+	}
+	return at
 }
 
 // LookupPrefix resolves a namespace prefix in the scope of the current
