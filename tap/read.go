@@ -28,6 +28,9 @@ func read(payload []byte, r *Record) error {
 	if r.Author == "" {
 		r.Author = rd.author
 	}
+	if enc := rd.sc.Encoding(); enc != "UTF-8" {
+		r.Encoding = enc
+	}
 	r.Date = rd.date
 	r.Params = rd.params
 	if rd.pos != (Position{}) {

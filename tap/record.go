@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/xmlsafe"
 )
 
 // Record is the JSON line of one event. Field names are snake_case
@@ -40,12 +41,18 @@ type Record struct {
 	WhereWhen *WhereWhen `json:"wherewhen,omitempty"`
 	Citations *Citations `json:"citations,omitempty"`
 
+	// Encoding names the payload's encoding when it is not UTF-8
+	// ("UTF-16LE", "ISO-8859-15", "Shift_JIS", ...): the fields above and
+	// the payload below are its characters, decoded.
+	Encoding string `json:"encoding,omitempty"`
 	// ParseError says why the payload could not be read; the fields
 	// above that come from it are then empty.
 	ParseError string `json:"parse_error,omitempty"`
-	// Payload is the event itself, only on request. JSON strings are
-	// Unicode: bytes that are not UTF-8 show as U+FFFD, so use sha1 to
-	// fetch the exact bytes from the stream if that matters.
+	// Payload is the event itself, only on request, as text: a payload in
+	// another encoding is decoded (its XML declaration still names that
+	// encoding). JSON strings are Unicode: bytes that cannot be decoded
+	// show as U+FFFD, so use sha1 to fetch the exact bytes from the stream
+	// if that matters.
 	Payload *string `json:"payload,omitempty"`
 }
 
@@ -117,7 +124,13 @@ func NewRecord(d *bus.Delivery, payload bool) *Record {
 		r.ParseError = err.Error()
 	}
 	if payload {
-		s := string(d.Payload)
+		text := d.Payload
+		if r.Encoding != "" {
+			if t, _, err := xmlsafe.Decode(d.Payload); err == nil {
+				text = t
+			}
+		}
+		s := string(text)
 		r.Payload = &s
 	}
 	return r
