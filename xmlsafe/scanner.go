@@ -498,11 +498,11 @@ func (s *Scanner) prolog() error {
 	case declared.kind == kUTF16LE && !be, declared.kind == kUTF16BE && be:
 		return nil
 	}
-	what := "first bytes"
+	what := "first bytes say"
 	if bom > 0 {
-		what = "byte order mark"
+		what = "byte order mark says"
 	}
-	return s.encErr(at, "declared %q, but the document's %s say %s", label, what, cs.name)
+	return s.encErr(at, "declared %q, but the document's %s %s", label, what, cs.name)
 }
 
 // prologASCII reads the declaration of a document whose first bytes are

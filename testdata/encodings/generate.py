@@ -412,7 +412,7 @@ def probe_bytes(label, ebcdic):
 EBCDIC = {"csIBM037": "IBM037", "csIBM1047": "IBM1047", "csIBM1140": "IBM1140"}
 
 SAMPLES = {
-    "csShiftJIS": ("shift_jis", "すばる望遠鏡、国立天文台。アイウエオｱｲｳｴｵ 漢字 日本語"),
+    "csShiftJIS": ("shift_jis", "すばる望遠鏡、国立天文台。アイウエオｱｲｳｴｵ 漢字 日本語 \\~"),
     "csWindows31J": ("cp932", "すばる望遠鏡、国立天文台。①②③ ㈱ 髙 \\~"),
     "csEUCJP": ("euc_jp", "すばる望遠鏡、国立天文台。ｱｲｳ 漢字 \\~"),
     "csISO2022JP": ("iso2022_jp", "すばる望遠鏡 and ASCII, 国立天文台 \\~"),
