@@ -2,6 +2,7 @@ package filter
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -76,6 +77,12 @@ func FuzzParse(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Add([]byte(`<a xmlns:p="u" p:x="1&#10;2"><![CDATA[x]]><?pi d?><!--c--></a>`))
+	encoded, _ := filepath.Glob(filepath.Join("..", "testdata", "encodings", "*.xml"))
+	for _, name := range encoded { // UTF-16, UTF-32, code pages, contradicting declarations
+		if raw, err := os.ReadFile(name); err == nil {
+			f.Add(raw)
+		}
+	}
 	var fs []*Filter
 	for _, s := range fuzzSeeds {
 		if flt, err := Compile(s); err == nil {

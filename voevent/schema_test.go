@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/comet-go/comet/xmlsafe"
 )
 
 // Schema mutation tests: the (schema-valid) benchmark workload broken in one
@@ -220,6 +222,8 @@ func FuzzInspect(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(testdataDir, "voevents", "*.xml"))
 	files = append(files, filepath.Join(testdataDir, "bench", "gbm_flt_pos_v20.xml"),
 		filepath.Join(testdataDir, "openpgp", "event-signed-twice.xml"))
+	encoded, _ := filepath.Glob(filepath.Join(testdataDir, "encodings", "*.xml")) // UTF-16, UTF-32, code pages, ...
+	files = append(files, encoded...)
 	for _, name := range files {
 		if b, err := os.ReadFile(name); err == nil {
 			f.Add(b, true)
@@ -240,9 +244,14 @@ func FuzzInspect(f *testing.F) {
 			}
 			return
 		}
-		if info.RootStart < 0 || info.RootStart >= info.RootEnd || info.RootEnd > len(payload) ||
-			payload[info.RootStart] != '<' || payload[info.RootEnd-1] != '>' {
-			t.Fatalf("bad root span [%d, %d)", info.RootStart, info.RootEnd)
+		// The root span is bytes of the payload in its own encoding.
+		lt, errLT := xmlsafe.Encode(payload, []byte("<"))
+		gt, errGT := xmlsafe.Encode(payload, []byte(">"))
+		_, enc, _ := xmlsafe.Decode(payload)
+		stateful := enc == "ISO-2022-JP" || enc == "HZ-GB-2312" // the span may start with a shift sequence
+		if errLT != nil || errGT != nil || info.RootStart < 0 || info.RootStart >= info.RootEnd || info.RootEnd > len(payload) ||
+			!stateful && (!bytes.HasPrefix(payload[info.RootStart:], lt) || !bytes.HasSuffix(payload[:info.RootEnd], gt)) {
+			t.Fatalf("bad root span [%d, %d) in %s", info.RootStart, info.RootEnd, enc)
 		}
 		if !schema && info.SchemaErr != nil {
 			t.Fatal("SchemaErr without Options.Schema")
