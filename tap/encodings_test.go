@@ -1,13 +1,12 @@
 package tap_test
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/tap"
 )
 
@@ -15,36 +14,17 @@ import (
 // their own script, decoded, the encoding named, the payload as text; and
 // the filter on the non-ASCII Param value selects it.
 func TestEncodedNotices(t *testing.T) {
-	dir := filepath.Join("..", "testdata", "encodings")
-	raw, err := os.ReadFile(filepath.Join(dir, "verdicts.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Generated struct{ Filter string }
-		Variants  []struct {
-			File, Comet, IVORN string
-			LocError           string `json:"loc_error"`
-			LocalNote          string `json:"local_note"`
-		}
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
-	f, err := filter.Compile(v.Generated.Filter)
+	expr, notices := vtptest.EncodedNotices(t, filepath.Join("..", "testdata", "encodings"))
+	f, err := filter.Compile(expr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opt := tap.Options{Payload: true, Filters: []*filter.Filter{f}}
-	for _, n := range v.Variants {
-		if n.Comet != "ack" || n.File == "utf-7.xml" { // UTF-7: no decoder (documented)
+	for _, n := range notices {
+		if n.Broker != "ack" {
 			continue
 		}
-		payload, err := os.ReadFile(filepath.Join(dir, n.File))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, _ := line(t, delivery(t, payload, 1), opt)
+		r, _ := line(t, delivery(t, n.Data, 1), opt)
 		params := map[string]string{}
 		for _, p := range r.Params {
 			params[p.Name] = p.Value

@@ -44,15 +44,20 @@ type verdicts struct {
 }
 
 func loadVerdicts(t testing.TB) verdicts {
-	raw, err := os.ReadFile(filepath.Join(encodingsDir, "verdicts.json"))
+	var v verdicts
+	readJSON(t, "verdicts.json", &v)
+	return v
+}
+
+func readJSON(t testing.TB, name string, v any) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(encodingsDir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v verdicts
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := json.Unmarshal(raw, v); err != nil {
 		t.Fatal(err)
 	}
-	return v
 }
 
 // knownDifferences are documents Comet parses and this package refuses, on
@@ -163,14 +168,8 @@ type charsets struct {
 }
 
 func loadCharsets(t testing.TB) charsets {
-	raw, err := os.ReadFile(filepath.Join(encodingsDir, "charsets.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c charsets
-	if err := json.Unmarshal(raw, &c); err != nil {
-		t.Fatal(err)
-	}
+	readJSON(t, "charsets.json", &c)
 	return c
 }
 
@@ -477,40 +476,17 @@ func TestScannerSameTokensInEveryEncoding(t *testing.T) {
 	}
 }
 
+// The cost of a document in another encoding: decoding, then scanning.
 func BenchmarkScannerUTF16(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join(encodingsDir, "utf-16-bom-le.xml"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(data)))
-	s := NewScanner(data, 0)
-	for b.Loop() {
-		s.Reset(data, 0)
-		for {
-			if _, err := s.Next(); err != nil {
-				break
-			}
-		}
-	}
+	benchScan(b, filepath.Join(encodingsDir, "utf-16-bom-le.xml"))
 }
 
 func BenchmarkScannerShiftJIS(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join(encodingsDir, "shift_jis.xml"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(data)))
-	s := NewScanner(data, 0)
-	for b.Loop() {
-		s.Reset(data, 0)
-		for {
-			if _, err := s.Next(); err != nil {
-				break
-			}
-		}
-	}
+	benchScan(b, filepath.Join(encodingsDir, "shift_jis.xml"))
+}
+
+func BenchmarkScannerLatin1(b *testing.B) {
+	benchScan(b, filepath.Join(encodingsDir, "iso-8859-1.xml"))
 }
 
 // fuzzCharsets are the encodings FuzzScannerEncodings writes documents in.

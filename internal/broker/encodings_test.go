@@ -2,8 +2,6 @@ package broker_test
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,40 +13,6 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// encodedNotice is one row of testdata/encodings/verdicts.json: the same
-// real notice in one encoding, and what Comet (lxml 4.9.2 on libxml2
-// 2.9.14) does with it.
-type encodedNotice struct {
-	File, What, Comet, IVORN string
-	FilterMatches            bool `json:"filter_matches"`
-	data                     []byte
-}
-
-// cometDiffers are the notices Comet acks and this broker does not, on
-// purpose (README.md, "Behaviour worth knowing").
-var cometDiffers = map[string]bool{"utf-7.xml": true}
-
-func encodedNotices(t *testing.T) (filter string, notices []encodedNotice) {
-	dir := filepath.Join(testdataDir, "encodings")
-	raw, err := os.ReadFile(filepath.Join(dir, "verdicts.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Generated struct{ Filter string }
-		Variants  []encodedNotice
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
-	for i := range v.Variants {
-		if v.Variants[i].data, err = os.ReadFile(filepath.Join(dir, v.Variants[i].File)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return v.Generated.Filter, v.Variants
-}
-
 // The issue's table and more: one real notice submitted through a real
 // socket in each encoding (UTF-8 with and without BOM, US-ASCII,
 // ISO-8859-1/2/15, windows-1251/1252, UTF-16 with and without BOM, UTF-32,
@@ -59,7 +23,7 @@ func encodedNotices(t *testing.T) (filter string, notices []encodedNotice) {
 // a subscriber filtering on a Param value with a non-ASCII character
 // receives it in every encoding.
 func TestEncodedNoticesGetCometsVerdict(t *testing.T) {
-	filter, notices := encodedNotices(t)
+	filter, notices := vtptest.EncodedNotices(t, filepath.Join(testdataDir, "encodings"))
 	up := start(t, nil)
 	rec := &recorder{}
 	down := start(t, func(c *broker.Config) {
@@ -80,15 +44,11 @@ func TestEncodedNoticesGetCometsVerdict(t *testing.T) {
 	var acked [][]byte
 	var matching []string
 	for _, n := range notices {
-		m, err := vtptest.Submit(recvAddr(up), n.data, replyTimeout)
+		m, err := vtptest.Submit(recvAddr(up), n.Data, replyTimeout)
 		if err != nil {
 			t.Fatalf("%s: %v", n.File, err)
 		}
-		want := n.Comet
-		if cometDiffers[n.File] {
-			want = "no reply"
-		}
-		switch {
+		switch want := n.Broker; {
 		case want == "ack" && (m == nil || m.Role != vtp.RoleAck):
 			t.Errorf("%s (%s): got %+v; Comet acks it", n.File, n.What, m)
 		case want == "no reply" && m != nil:
@@ -97,7 +57,7 @@ func TestEncodedNoticesGetCometsVerdict(t *testing.T) {
 			if m.Origin != n.IVORN {
 				t.Errorf("%s: receipt for %q, want %q", n.File, m.Origin, n.IVORN)
 			}
-			acked = append(acked, n.data)
+			acked = append(acked, n.Data)
 			if n.FilterMatches {
 				matching = append(matching, n.IVORN)
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/text/encoding/unicode"
 
 	"github.com/comet-go/comet/internal/gpgtest"
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
 // The real binaries with the notice in every encoding
@@ -22,28 +22,14 @@ import (
 // Param value prints every accepted one, decoded, naming its encoding.
 func TestEncodedNoticesThroughSendVOAndTap(t *testing.T) {
 	dir := filepath.Join(testdataDir, "encodings")
-	raw, err := os.ReadFile(filepath.Join(dir, "verdicts.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Generated struct{ Filter string }
-		Variants  []struct {
-			File, Comet, IVORN string
-			LocalNote          string `json:"local_note"`
-		}
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
+	expr, notices := vtptest.EncodedNotices(t, dir)
 	natsPort := freePort(t)
 	p := newPorts(t)
 	startComet(t, t.TempDir(), p, "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort))
 	note := map[string]string{}
-	for _, n := range v.Variants {
+	for _, n := range notices {
 		out, code := runCmd(t, "comet-sendvo", nil, p.recvAddr(), filepath.Join(dir, n.File))
-		acked := n.Comet == "ack" && n.File != "utf-7.xml" // UTF-7: no decoder here (documented)
-		switch {
+		switch acked := n.Broker == "ack"; {
 		case acked && code != 0:
 			t.Errorf("%s: exit %d: %s", n.File, code, out)
 		case !acked && (code != 1 || !strings.Contains(out, "without a receipt") && !strings.Contains(out, "not a well-formed XML document")):
@@ -55,7 +41,7 @@ func TestEncodedNoticesThroughSendVOAndTap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "comet"), "tap", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-		"--since", "1h", "--follow=false", "--payload", "--filter", v.Generated.Filter)
+		"--since", "1h", "--follow=false", "--payload", "--filter", expr)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
