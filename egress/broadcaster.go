@@ -106,8 +106,8 @@ type Broadcaster struct {
 	verifying chan struct{} // semaphore of MaxVerifying slots
 
 	mu        sync.RWMutex
-	subs      map[*subscriber]struct{}
-	snapshot  atomic.Pointer[[]*subscriber] // copy of subs for lock-free fan-out
+	subs      map[*downstream]struct{}
+	snapshot  atomic.Pointer[[]*downstream] // copy of subs for lock-free fan-out
 	listeners map[net.Listener]struct{}
 	closed    bool
 	wg        sync.WaitGroup // subscriber goroutines
@@ -123,7 +123,7 @@ func (b *Broadcaster) init() {
 			n = VerifyingPerCPU * runtime.GOMAXPROCS(0)
 		}
 		b.verifying = make(chan struct{}, n)
-		b.subs = make(map[*subscriber]struct{})
+		b.subs = make(map[*downstream]struct{})
 		b.listeners = make(map[net.Listener]struct{})
 	})
 }
@@ -186,7 +186,7 @@ func (b *Broadcaster) Close() error {
 	for ln := range b.listeners {
 		ln.Close()
 	}
-	subs := make([]*subscriber, 0, len(b.subs))
+	subs := make([]*downstream, 0, len(b.subs))
 	for s := range b.subs {
 		subs = append(subs, s)
 	}
@@ -276,7 +276,7 @@ func (b *Broadcaster) add(conn net.Conn) {
 	if qlen <= 0 {
 		qlen = DefaultQueueLen
 	}
-	s := &subscriber{
+	s := &downstream{
 		b:     b,
 		conn:  conn,
 		peer:  conn.RemoteAddr().String(),
@@ -315,7 +315,7 @@ func (b *Broadcaster) add(conn net.Conn) {
 	go s.readLoop()
 }
 
-func (b *Broadcaster) remove(s *subscriber) {
+func (b *Broadcaster) remove(s *downstream) {
 	b.mu.Lock()
 	delete(b.subs, s)
 	b.publishSnapshot()
@@ -324,7 +324,7 @@ func (b *Broadcaster) remove(s *subscriber) {
 
 // publishSnapshot must be called with mu held.
 func (b *Broadcaster) publishSnapshot() {
-	list := make([]*subscriber, 0, len(b.subs))
+	list := make([]*downstream, 0, len(b.subs))
 	for s := range b.subs {
 		list = append(list, s)
 	}
@@ -340,7 +340,7 @@ func (b *Broadcaster) queueDeadline() time.Time {
 	return time.Now().Add(orDefault(b.QueueWait, DefaultQueueWait))
 }
 
-func (b *Broadcaster) subscribers() []*subscriber {
+func (b *Broadcaster) subscribers() []*downstream {
 	if p := b.snapshot.Load(); p != nil {
 		return *p
 	}

@@ -20,10 +20,12 @@ import (
 // bursts; a lone frame is flushed at once.
 const writeBufferSize = 32 << 10
 
-// subscriber is one connected subscriber: a reader goroutine handling its
-// Transport messages and a writer goroutine draining its bounded queue.
+// downstream is one connected subscriber (named apart from ingress's
+// subscriber role, the other end of such a connection): a reader goroutine
+// handling its Transport messages and a writer goroutine draining its
+// bounded queue.
 // Both stop when done is closed; close is idempotent.
-type subscriber struct {
+type downstream struct {
 	b     *Broadcaster
 	conn  net.Conn
 	peer  string
@@ -50,7 +52,7 @@ type subscriber struct {
 	closed           bool
 }
 
-func (s *subscriber) currentFilters() []*filter.Filter {
+func (s *downstream) currentFilters() []*filter.Filter {
 	if p := s.filters.Load(); p != nil {
 		return *p
 	}
@@ -72,7 +74,7 @@ type item struct {
 // start of the fan-out): a burst (a backlog replayed after a failover)
 // drains in microseconds, while a subscriber that stopped reading is
 // dropped.
-func (s *subscriber) offer(it item, deadline time.Time) {
+func (s *downstream) offer(it item, deadline time.Time) {
 	var t *tracker
 	if it.ev != nil {
 		t = it.ev.t
@@ -117,7 +119,7 @@ func (s *subscriber) offer(it item, deadline time.Time) {
 
 // drainLocked empties the queue (mu held, after closed is set, so nothing
 // more can be queued) and returns the trackers whose shares it held.
-func (s *subscriber) drainLocked() []*tracker {
+func (s *downstream) drainLocked() []*tracker {
 	var owed []*tracker
 	for {
 		select {
@@ -143,7 +145,7 @@ func releaseAll(ts []*tracker) {
 // messages always do; an event only if the subscriber's filters match it,
 // and then the subscriber owes an ack for it (test events too, as in
 // Comet, though nobody waits for those).
-func (s *subscriber) admit(it item) bool {
+func (s *downstream) admit(it item) bool {
 	if it.ev == nil {
 		return true
 	}
@@ -195,7 +197,7 @@ func (s *subscriber) admit(it item) bool {
 
 // filterOverBudget counts and logs a filter that exhausted its budget on
 // an event (it is no match for that event).
-func (s *subscriber) filterOverBudget(f *filter.Filter) {
+func (s *downstream) filterOverBudget(f *filter.Filter) {
 	s.overBudgetN.Add(1)
 	s.overBudget.Report(f)
 }
@@ -203,7 +205,7 @@ func (s *subscriber) filterOverBudget(f *filter.Filter) {
 // acked handles one ack: acks are counted, not matched to ivorns, as in
 // Comet; frames go out in order, so the oldest outstanding event is the
 // one acknowledged.
-func (s *subscriber) acked() {
+func (s *downstream) acked() {
 	s.mu.Lock()
 	if len(s.inflight) == 0 {
 		s.mu.Unlock()
@@ -222,14 +224,14 @@ func (s *subscriber) acked() {
 	}
 }
 
-func (s *subscriber) maxInFlight() int {
+func (s *downstream) maxInFlight() int {
 	if s.b.MaxInFlight > 0 {
 		return s.b.MaxInFlight
 	}
 	return DefaultMaxInFlight
 }
 
-func (s *subscriber) close(reason string) {
+func (s *downstream) close(reason string) {
 	s.once.Do(func() {
 		s.log.Info("subscriber disconnected", "reason", reason)
 		if s.authTimer != nil {
@@ -251,7 +253,7 @@ func (s *subscriber) close(reason string) {
 	})
 }
 
-func (s *subscriber) writeLoop() {
+func (s *downstream) writeLoop() {
 	defer s.b.wg.Done()
 	w := bufio.NewWriterSize(s.conn, writeBufferSize)
 	timeout := orDefault(s.b.WriteTimeout, DefaultWriteTimeout)
@@ -293,7 +295,7 @@ func (s *subscriber) writeLoop() {
 	}
 }
 
-func (s *subscriber) readLoop() {
+func (s *downstream) readLoop() {
 	defer s.b.wg.Done()
 	fr := vtp.NewFrameReader(bufio.NewReader(s.conn), s.b.MaxFrame)
 	bad := 0 // consecutive messages that were not Transport messages
@@ -356,7 +358,7 @@ func (s *subscriber) readLoop() {
 // broadcaster's verification slots, so a flood of signed replies cannot
 // take every core. Success installs the reply's filters and lets events
 // through; failure disconnects the subscriber.
-func (s *subscriber) authenticate(payload []byte, filters []string) {
+func (s *downstream) authenticate(payload []byte, filters []string) {
 	defer s.b.wg.Done()
 	defer s.verifying.Store(false)
 	select {
@@ -378,7 +380,7 @@ func (s *subscriber) authenticate(payload []byte, filters []string) {
 
 // setFilters replaces the filter list (docs/filtering.md §1) with the
 // filters of an authenticate reply, failing closed (compileFilters).
-func (s *subscriber) setFilters(exprs []string) {
+func (s *downstream) setFilters(exprs []string) {
 	fs := s.b.compileFilters(exprs, s.log)
 	s.filters.Store(&fs)
 	s.authenticated.Store(true)
