@@ -10,13 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/filter"
-	"github.com/comet-go/comet/internal/accept"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
 )
@@ -64,11 +63,6 @@ const (
 	DefaultAuthTimeout = 30 * time.Second
 )
 
-// VerifyingPerCPU sets the default bound on signature checks of
-// authenticate replies running at once (MaxVerifying 0 = this many per
-// GOMAXPROCS): they cost CPU and anyone may ask for them.
-const VerifyingPerCPU = 4
-
 // Broadcaster serves subscribers on any number of listeners. Configure the
 // fields, then call Serve per listener and Run once; Broadcast relays events.
 type Broadcaster struct {
@@ -99,11 +93,11 @@ type Broadcaster struct {
 	// disconnects it.
 	VerifySubscriber func(msg []byte) (signer string, err error)
 	AuthTimeout      time.Duration // 0 = DefaultAuthTimeout
-	MaxVerifying     int           // signature checks at once; 0 = VerifyingPerCPU × GOMAXPROCS
+	MaxVerifying     int           // signature checks at once; 0 = accept.ChecksPerCPU × GOMAXPROCS
 
 	initOnce  sync.Once
 	filters   *filter.Cache
-	verifying chan struct{} // semaphore of MaxVerifying slots
+	verifying *accept.Gate // MaxVerifying slots
 
 	mu        sync.RWMutex
 	subs      map[*downstream]struct{}
@@ -118,11 +112,7 @@ type Broadcaster struct {
 func (b *Broadcaster) init() {
 	b.initOnce.Do(func() {
 		b.filters = filter.NewCache(DefaultFilterCacheSize)
-		n := b.MaxVerifying
-		if n <= 0 {
-			n = VerifyingPerCPU * runtime.GOMAXPROCS(0)
-		}
-		b.verifying = make(chan struct{}, n)
+		b.verifying = accept.NewGate(b.MaxVerifying)
 		b.subs = make(map[*downstream]struct{})
 		b.listeners = make(map[net.Listener]struct{})
 	})
@@ -144,7 +134,8 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 	b.mu.Unlock()
 	log := b.logger().With("listener", ln.Addr().String())
 	log.Info("broadcasting events")
-	if err := accept.Loop(ln, b.Whitelist, b.Limits, log, b.isClosed, b.add); err != nil {
+	policy := accept.Policy{Whitelist: b.Whitelist, Limits: b.Limits, Logger: log}
+	if err := accept.Loop(ln, policy, b.isClosed, b.add); err != nil {
 		return err
 	}
 	return ErrServerClosed

@@ -361,13 +361,11 @@ func (s *downstream) readLoop() {
 func (s *downstream) authenticate(payload []byte, filters []string) {
 	defer s.b.wg.Done()
 	defer s.verifying.Store(false)
-	select {
-	case s.b.verifying <- struct{}{}:
-	case <-s.done:
+	if !s.b.verifying.Enter(s.done) {
 		return
 	}
 	signer, err := s.b.VerifySubscriber(payload)
-	<-s.b.verifying
+	s.b.verifying.Leave()
 	if err != nil {
 		s.close("authentication failed: " + err.Error())
 		return

@@ -11,12 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
-	"github.com/comet-go/comet/internal/accept"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -31,12 +30,6 @@ const (
 	// a connection whose ack is still in flight).
 	DefaultLingerTimeout = 2 * time.Second
 )
-
-// VerifyingPerCPU sets the default bound on signature checks running at
-// once (MaxVerifying 0 = this many per GOMAXPROCS): a few per core keeps
-// every core busy without letting a flood of signed submissions queue
-// unbounded work.
-const VerifyingPerCPU = 4
 
 // SignatureRejectReason starts the nak reason of a signature failure, as
 // in Comet's 2012 design (docs/openpgp.md §5); ours adds why after ": ".
@@ -70,8 +63,8 @@ type Receiver struct {
 	VerifySignature func(payload []byte, author string) (signer string, err error)
 	// MaxVerifying bounds signature checks running at once (they cost
 	// CPU, and unauthenticated peers can ask for them); 0 =
-	// VerifyingPerCPU × GOMAXPROCS. A submission waits for a slot within its
-	// Timeout.
+	// accept.ChecksPerCPU × GOMAXPROCS. A submission waits for a slot
+	// within its Timeout.
 	MaxVerifying int
 
 	Limits        accept.Limits // open connections per listener; zero = unlimited
@@ -80,7 +73,7 @@ type Receiver struct {
 	MaxFrame      int           // 0 = vtp.DefaultMaxFrame
 
 	verifyOnce sync.Once
-	verifying  chan struct{} // semaphore of MaxVerifying slots
+	verifying  *accept.Gate // MaxVerifying slots
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -101,7 +94,8 @@ func (r *Receiver) Serve(ln net.Listener) error {
 	defer r.untrack(ln)
 	log := r.logger().With("listener", ln.Addr().String())
 	log.Info("receiving events")
-	err := accept.Loop(ln, r.Whitelist, r.Limits, log, r.closing, func(conn net.Conn) {
+	policy := accept.Policy{Whitelist: r.Whitelist, Limits: r.Limits, Logger: log}
+	err := accept.Loop(ln, policy, r.closing, func(conn net.Conn) {
 		r.conns.Add(1)
 		go func() {
 			defer r.conns.Done()
@@ -198,10 +192,12 @@ func (r *Receiver) handle(conn net.Conn) {
 		return
 	}
 	ev := newEvent(payload, info, bus.OriginAuthor, peer, r.Node, receivedAt)
+	ctx, cancel := context.WithDeadline(context.Background(), receivedAt.Add(timeout))
+	defer cancel()
 	if r.VerifySignature != nil {
 		// Before the previously-seen check: an event refused here is not
 		// recorded, so the author may resend it properly signed.
-		signer, err := r.verify(payload, info.Author, receivedAt.Add(timeout))
+		signer, err := r.verify(ctx, payload, info.Author)
 		if err != nil {
 			reject(SignatureRejectReason + ": " + err.Error())
 			return
@@ -209,9 +205,7 @@ func (r *Receiver) handle(conn net.Conn) {
 		ev.Signature = bus.SignatureVerified(signer)
 		log = log.With("signer", signer)
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), receivedAt.Add(timeout))
 	outcome, err := r.Store.Ingest(ctx, ev)
-	cancel()
 	switch {
 	case err != nil:
 		// Not stored, so no ack; and no nak, which would be permanent for
@@ -226,23 +220,13 @@ func (r *Receiver) handle(conn net.Conn) {
 }
 
 // verify runs the signature check in one of MaxVerifying slots, waiting
-// for a slot until deadline.
-func (r *Receiver) verify(payload []byte, author string, deadline time.Time) (string, error) {
-	r.verifyOnce.Do(func() {
-		n := r.MaxVerifying
-		if n <= 0 {
-			n = VerifyingPerCPU * runtime.GOMAXPROCS(0)
-		}
-		r.verifying = make(chan struct{}, n)
-	})
-	wait := time.NewTimer(time.Until(deadline))
-	defer wait.Stop()
-	select {
-	case r.verifying <- struct{}{}:
-	case <-wait.C:
+// for a slot while ctx lasts.
+func (r *Receiver) verify(ctx context.Context, payload []byte, author string) (string, error) {
+	r.verifyOnce.Do(func() { r.verifying = accept.NewGate(r.MaxVerifying) })
+	if !r.verifying.Enter(ctx.Done()) {
 		return "", errors.New("broker too busy to check the signature; try again")
 	}
-	defer func() { <-r.verifying }()
+	defer r.verifying.Leave()
 	return r.VerifySignature(payload, author)
 }
 

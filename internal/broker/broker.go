@@ -16,11 +16,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/ingress"
-	"github.com/comet-go/comet/internal/accept"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"

@@ -26,19 +26,19 @@ func newLimiter(l Limits) *limiter {
 }
 
 // acquire takes a slot for a connection from addr, or reports which limit
-// refused it.
-func (l *limiter) acquire(addr net.Addr) (release func(), refused string) {
+// refused it (0 when none did).
+func (l *limiter) acquire(addr net.Addr) (release func(), refused Refusal) {
 	if l.MaxConns <= 0 && l.MaxConnsPerPeer <= 0 {
-		return func() {}, ""
+		return func() {}, 0
 	}
 	peer := peerAddr(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.MaxConns > 0 && l.total >= l.MaxConns {
-		return nil, "connection limit of the listener reached"
+		return nil, RefusedMaxConns
 	}
 	if l.MaxConnsPerPeer > 0 && peer.IsValid() && l.perPeer[peer] >= l.MaxConnsPerPeer {
-		return nil, "connection limit per source address reached"
+		return nil, RefusedMaxConnsPerPeer
 	}
 	l.total++
 	if peer.IsValid() {
@@ -56,7 +56,7 @@ func (l *limiter) acquire(addr net.Addr) (release func(), refused string) {
 				}
 			}
 		})
-	}, ""
+	}, 0
 }
 
 // peerAddr is the source IP of a TCP peer; invalid for unix sockets, which
