@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -17,6 +15,14 @@ type Delivery struct {
 	Subject string // stream subject
 	Seq     uint64 // stream sequence
 	msg     jetstream.Msg
+}
+
+func delivery(msg jetstream.Msg) *Delivery {
+	d := &Delivery{Event: decodeEvent(msg.Headers(), msg.Data()), Subject: msg.Subject(), msg: msg}
+	if md, err := msg.Metadata(); err == nil {
+		d.Seq = md.Sequence.Stream
+	}
+	return d
 }
 
 // Ack marks the event handled. It does not wait for the server: an ack lost
@@ -97,7 +103,17 @@ func (c *Consumer) Stop() {
 }
 
 func (c *Consumer) start(ctx context.Context) (jetstream.MessagesContext, error) {
-	cons, err := c.b.durable(ctx, c.durable, c.last)
+	want := jetstream.ConsumerConfig{
+		Durable:           c.durable,
+		Description:       "Comet event consumer",
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           c.b.cfg.AckWait,
+		MaxDeliver:        -1,
+		MaxAckPending:     c.b.cfg.MaxAckPending,
+		InactiveThreshold: c.b.cfg.InactiveThreshold,
+	}
+	c.b.startAfter(&want, c.last)
+	cons, err := c.b.ensureConsumer(ctx, want, false)
 	if err != nil {
 		return nil, err
 	}
@@ -113,141 +129,37 @@ func (c *Consumer) start(ctx context.Context) (jetstream.MessagesContext, error)
 
 func (c *Consumer) run() {
 	defer close(c.done)
-	log := c.b.log.With("durable", c.durable)
-	backoff := 100 * time.Millisecond
+	r := c.b.newRestarter(c.b.log.With("durable", c.durable))
 	it := c.it
 	for {
 		msg, err := it.Next()
 		if err == nil {
-			d := decode(msg)
+			d := delivery(msg)
 			c.last = d.Seq
 			c.h(d)
-			backoff = 100 * time.Millisecond
+			r.ok()
 			continue
 		}
-		if c.ctx.Err() != nil {
+		// The consumer was deleted, or the pull broke: start over. A
+		// failed start leaves the stopped iterator, whose Next fails at
+		// once, so the next round tries again.
+		if !r.restart(c.ctx, err, func(ctx context.Context) error {
+			next, err := c.start(ctx)
+			if err != nil {
+				return err
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.ctx.Err() != nil {
+				next.Stop()
+				return nil
+			}
+			c.it, it = next, next
+			return nil
+		}) {
 			return
 		}
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			log.Error("bus consumer stopped: connection closed")
-			return
-		}
-		// The consumer was deleted, or the pull broke: start over.
-		log.Warn("bus consumer interrupted; restarting", "err", err, "in", backoff)
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-		next, err := c.start(c.ctx)
-		if err != nil {
-			log.Warn("bus consumer restart failed", "err", err)
-			continue // Next on the stopped iterator fails at once
-		}
-		c.mu.Lock()
-		if c.ctx.Err() != nil {
-			next.Stop()
-			c.mu.Unlock()
-			return
-		}
-		c.it, it = next, next
-		c.mu.Unlock()
 	}
-}
-
-func decode(msg jetstream.Msg) *Delivery {
-	h := msg.Headers()
-	d := &Delivery{msg: msg, Subject: msg.Subject()}
-	d.Payload = msg.Data()
-	d.SHA1 = h.Get(HeaderSHA1)
-	d.IVORN = h.Get(HeaderIVORN)
-	d.Role = h.Get(HeaderRole)
-	d.Author = h.Get(HeaderAuthor)
-	d.Origin = h.Get(HeaderOrigin)
-	d.Node = h.Get(HeaderNode)
-	d.Peer = h.Get(HeaderPeer)
-	d.Signature = h.Get(HeaderSignature)
-	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt)); err == nil {
-		d.ReceivedAt = t
-	}
-	if md, err := msg.Metadata(); err == nil {
-		d.Seq = md.Sequence.Stream
-	}
-	return d
-}
-
-// durable finds or creates the consumer, rewinding it to its ack floor if
-// a previous run left events delivered but unacked. A consumer that
-// vanished while this process consumed it (deleted by an operator) is
-// recreated after the last event seen, so nothing is lost or replayed.
-func (b *Bus) durable(ctx context.Context, name string, last uint64) (jetstream.Consumer, error) {
-	js := b.conns[0].js
-	cons, err := js.Consumer(ctx, StreamName, name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cons, err = js.CreateConsumer(ctx, StreamName, b.consumerConfig(name, last))
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			cons, err = js.Consumer(ctx, StreamName, name)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: consumer %s: %w", name, err)
-	}
-	info := cons.CachedInfo()
-	if info.Config.DeliverSubject != "" || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
-		return nil, fmt.Errorf("bus: consumer %s exists but is not a pull consumer with explicit acks", name)
-	}
-	if have := info.Config; have.AckWait != b.cfg.AckWait || have.MaxAckPending != b.cfg.MaxAckPending {
-		// Our own durable: its delivery limits follow this process's
-		// settings (they change with the subscriber queue length).
-		upd := have
-		upd.AckWait, upd.MaxAckPending = b.cfg.AckWait, b.cfg.MaxAckPending
-		if cons, err = js.UpdateConsumer(ctx, StreamName, upd); err != nil {
-			return nil, fmt.Errorf("bus: updating consumer %s: %w", name, err)
-		}
-		b.log.Info("consumer updated", "durable", name, "ack_wait", upd.AckWait, "max_ack_pending", upd.MaxAckPending)
-		info = cons.CachedInfo()
-	}
-	if info.NumWaiting > 0 && info.NumAckPending > 0 {
-		// Someone else is pulling from this durable (two processes with
-		// one --node): rewinding would re-send what it has in flight.
-		b.log.Warn("consumer is in use by another process; not rewound (give each broadcaster its own --node)",
-			"durable", name, "unacked", info.NumAckPending, "waiting_pulls", info.NumWaiting)
-	} else if info.NumAckPending > 0 {
-		// Otherwise they would wait AckWait and then come after newer ones.
-		if _, err := js.ResetConsumer(ctx, StreamName, name); err != nil {
-			b.log.Warn("could not rewind consumer to its ack floor; unacked events come back after AckWait",
-				"durable", name, "unacked", info.NumAckPending, "err", err)
-		}
-	}
-	return cons, nil
-}
-
-func (b *Bus) consumerConfig(name string, last uint64) jetstream.ConsumerConfig {
-	cfg := jetstream.ConsumerConfig{
-		Durable:           name,
-		Description:       "Comet event consumer",
-		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           b.cfg.AckWait,
-		MaxDeliver:        -1,
-		MaxAckPending:     b.cfg.MaxAckPending,
-		InactiveThreshold: b.cfg.InactiveThreshold,
-	}
-	b.startAfter(&cfg, last)
-	return cfg
-}
-
-// startAfter sets where a new durable starts: after stream sequence last
-// when a previous incarnation delivered up to it, else at the time the bus
-// was opened, so that a brand-new consumer neither replays the stream's
-// history nor misses what was accepted since Open.
-func (b *Bus) startAfter(cfg *jetstream.ConsumerConfig, last uint64) {
-	if last > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
-		return
-	}
-	start := b.opened
-	cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 }
 
 // Pending is how many stored events the durable has not acked yet (not yet
@@ -274,13 +186,5 @@ func (b *Bus) Pending(ctx context.Context, durable string) (uint64, error) {
 
 // checkDurable allows what is safe as a consumer name and a file name.
 func checkDurable(name string) error {
-	if name == "" || len(name) > 200 {
-		return fmt.Errorf("bus: consumer name %q: must be 1 to 200 characters", name)
-	}
-	for i := 0; i < len(name); i++ {
-		if !tokenSafe(name[i]) {
-			return fmt.Errorf("bus: consumer name %q: only A-Z, a-z, 0-9, - and _ allowed", name)
-		}
-	}
-	return nil
+	return CheckName("consumer name", name, MaxConsumerName)
 }

@@ -15,24 +15,9 @@ import (
 // silently changing a shared system's retention is not ours to do.
 func (b *Bus) provision(ctx context.Context) error {
 	js := b.conns[0].js
-	want := b.streamConfig()
-	var s jetstream.Stream
-	err := b.retryUnanswered(ctx, "stream "+StreamName, func(ctx context.Context) (err error) {
-		s, err = js.Stream(ctx, StreamName)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			s, err = js.CreateStream(ctx, want)
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				// Lost a race with another process, or it differs: look.
-				s, err = js.Stream(ctx, StreamName)
-			}
-		}
-		return err
-	})
+	s, err := b.ensureStream(ctx, b.streamConfig())
 	if err != nil {
-		return fmt.Errorf("bus: provisioning stream %s: %w", StreamName, err)
-	}
-	if d := streamDiff(s.CachedInfo().Config, want); d != "" {
-		return fmt.Errorf("bus: stream %s exists with different settings (%s); change them or delete the stream", StreamName, d)
+		return err
 	}
 	b.stream = s
 
@@ -46,13 +31,10 @@ func (b *Bus) provision(ctx context.Context) error {
 	}
 	var kv jetstream.KeyValue
 	err = b.retryUnanswered(ctx, "bucket "+SeenBucket, func(ctx context.Context) (err error) {
-		kv, err = js.KeyValue(ctx, SeenBucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(ctx, kvWant)
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				kv, err = js.KeyValue(ctx, SeenBucket)
-			}
-		}
+		kv, err = findOrCreate(ctx,
+			func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, SeenBucket) },
+			func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, kvWant) },
+			jetstream.ErrBucketNotFound, jetstream.ErrBucketExists)
 		return err
 	})
 	if err != nil {
@@ -71,21 +53,53 @@ func (b *Bus) provision(ctx context.Context) error {
 		return fmt.Errorf("bus: bucket %s: unexpected status type %T", SeenBucket, st)
 	}
 	have := bs.StreamInfo().Config
-	var diffs []string
-	diff := func(name string, have, want any) {
-		if have != want {
-			diffs = append(diffs, fmt.Sprintf("%s is %v, want %v", name, have, want))
-		}
-	}
-	diff("history", have.MaxMsgsPerSubject, int64(kvWant.History))
-	diff("ttl", have.MaxAge, kvWant.TTL)
-	diff("storage", have.Storage, kvWant.Storage)
-	diff("replicas", have.Replicas, kvWant.Replicas)
-	if len(diffs) > 0 {
+	var d differences
+	d.add("history", have.MaxMsgsPerSubject, int64(kvWant.History))
+	d.add("ttl", have.MaxAge, kvWant.TTL)
+	d.add("storage", have.Storage, kvWant.Storage)
+	d.add("replicas", have.Replicas, kvWant.Replicas)
+	if d.any() {
 		return fmt.Errorf("bus: bucket %s exists with different settings (%s); change them or delete the bucket",
-			SeenBucket, strings.Join(diffs, ", "))
+			SeenBucket, d)
 	}
 	return nil
+}
+
+// findOrCreate looks something up (a stream, a bucket, a consumer),
+// creates it when find fails with notFound, and looks again when create
+// fails with exists: another process created it meanwhile.
+func findOrCreate[T any](ctx context.Context, find, create func(context.Context) (T, error), notFound, exists error) (T, error) {
+	v, err := find(ctx)
+	if errors.Is(err, notFound) {
+		v, err = create(ctx)
+		if errors.Is(err, exists) {
+			v, err = find(ctx)
+		}
+	}
+	return v, err
+}
+
+// ensureStream finds or creates the stream want describes, repeating while
+// the cluster does not answer, and checks the settings that matter. An
+// existing stream is used as it is if they match and never updated:
+// silently changing a shared system's retention is not ours to do.
+func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	js := b.conns[0].js
+	var s jetstream.Stream
+	err := b.retryUnanswered(ctx, "stream "+want.Name, func(ctx context.Context) (err error) {
+		s, err = findOrCreate(ctx,
+			func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, want.Name) },
+			func(ctx context.Context) (jetstream.Stream, error) { return js.CreateStream(ctx, want) },
+			jetstream.ErrStreamNotFound, jetstream.ErrStreamNameAlreadyInUse)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: provisioning stream %s: %w", want.Name, err)
+	}
+	if d := streamDiff(s.CachedInfo().Config, want); d.any() {
+		return nil, fmt.Errorf("bus: stream %s exists with different settings (%s); change them or delete the stream", want.Name, d)
+	}
+	return s, nil
 }
 
 func (b *Bus) streamConfig() jetstream.StreamConfig {
@@ -106,27 +120,34 @@ func (b *Bus) streamConfig() jetstream.StreamConfig {
 	}
 }
 
-// streamDiff lists the settings that matter to Comet and differ.
-func streamDiff(have, want jetstream.StreamConfig) string {
-	var d []string
-	add := func(name string, h, w any) {
-		if h != w {
-			d = append(d, fmt.Sprintf("%s is %v, want %v", name, h, w))
-		}
+// differences lists settings that differ from what Comet wants.
+type differences []string
+
+func (d *differences) add(name string, have, want any) {
+	if have != want {
+		*d = append(*d, fmt.Sprintf("%s is %v, want %v", name, have, want))
 	}
+}
+
+func (d differences) any() bool      { return len(d) > 0 }
+func (d differences) String() string { return strings.Join(d, ", ") }
+
+// streamDiff lists the settings that matter to Comet and differ.
+func streamDiff(have, want jetstream.StreamConfig) differences {
+	var d differences
 	if !slices.Equal(have.Subjects, want.Subjects) {
 		d = append(d, fmt.Sprintf("subjects are %q, want %q", have.Subjects, want.Subjects))
 	}
-	add("retention", have.Retention, want.Retention)
-	add("discard", have.Discard, want.Discard)
-	add("storage", have.Storage, want.Storage)
-	add("max_age", have.MaxAge, want.MaxAge)
-	add("max_bytes", have.MaxBytes, want.MaxBytes)
-	add("max_msgs", have.MaxMsgs, want.MaxMsgs)
-	add("max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject)
-	add("max_msg_size", have.MaxMsgSize, want.MaxMsgSize)
-	add("duplicate_window", have.Duplicates, want.Duplicates)
-	add("replicas", have.Replicas, want.Replicas)
-	add("allow_direct", have.AllowDirect, want.AllowDirect) // stored() needs the wildcard get
-	return strings.Join(d, ", ")
+	d.add("retention", have.Retention, want.Retention)
+	d.add("discard", have.Discard, want.Discard)
+	d.add("storage", have.Storage, want.Storage)
+	d.add("max_age", have.MaxAge, want.MaxAge)
+	d.add("max_bytes", have.MaxBytes, want.MaxBytes)
+	d.add("max_msgs", have.MaxMsgs, want.MaxMsgs)
+	d.add("max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject)
+	d.add("max_msg_size", have.MaxMsgSize, want.MaxMsgSize)
+	d.add("duplicate_window", have.Duplicates, want.Duplicates)
+	d.add("replicas", have.Replicas, want.Replicas)
+	d.add("allow_direct", have.AllowDirect, want.AllowDirect) // stored() needs the wildcard get
+	return d
 }

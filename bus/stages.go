@@ -114,7 +114,7 @@ func (o StageOptions) serverAckWait() time.Duration {
 // server to confirm); Nack hands it out again after NakDelay, or at once
 // (for the next run) once the subscription has ended.
 func (b *Bus) StageSubscriber(name string, opts StageOptions) (message.Subscriber, error) {
-	if err := checkStageName(name); err != nil {
+	if err := CheckStageName(name); err != nil {
 		return nil, err
 	}
 	if opts.Concurrency <= 0 {
@@ -130,7 +130,7 @@ func (b *Bus) StageSubscriber(name string, opts StageOptions) (message.Subscribe
 		log: b.log.With("durable", StageDurablePrefix+name)}
 	var cons jetstream.Consumer
 	err := b.retryUnanswered(context.Background(), "consumer "+s.durable, func(ctx context.Context) (err error) {
-		cons, err = b.stageConsumer(ctx, s.durable, opts, 0)
+		cons, err = b.ensureConsumer(ctx, b.stageConsumerConfig(s.durable, opts, 0), true)
 		return err
 	})
 	if err != nil {
@@ -146,17 +146,14 @@ func (b *Bus) StageSubscriber(name string, opts StageOptions) (message.Subscribe
 	return s, nil
 }
 
-// checkStageName allows what is safe in a consumer name and a subject token.
-func checkStageName(name string) error {
-	if name == "" || len(name) > 200-len(StageDurablePrefix) {
-		return fmt.Errorf("bus: stage name %q: must be 1 to %d characters", name, 200-len(StageDurablePrefix))
-	}
-	for i := 0; i < len(name); i++ {
-		if !tokenSafe(name[i]) {
-			return fmt.Errorf("bus: stage name %q: only A-Z, a-z, 0-9, - and _ allowed", name)
-		}
-	}
-	return nil
+// MaxStageName is the longest stage name: its durable, "stage-<name>",
+// is at most MaxConsumerName characters.
+const MaxStageName = MaxConsumerName - len(StageDurablePrefix)
+
+// CheckStageName returns an error unless name can name a stage: its
+// durable consumer and its dead-letter subject.
+func CheckStageName(name string) error {
+	return CheckName("stage name", name, MaxStageName)
 }
 
 func (b *Bus) stageConsumerConfig(name string, opts StageOptions, last uint64) jetstream.ConsumerConfig {
@@ -172,57 +169,6 @@ func (b *Bus) stageConsumerConfig(name string, opts StageOptions, last uint64) j
 	}
 	b.startAfter(&cfg, last)
 	return cfg
-}
-
-// stageConsumer finds or creates a stage's durable (after stream sequence
-// last if last > 0), brings its AckWait and MaxAckPending up to date and
-// rewinds it to its ack floor if events are pending acks.
-func (b *Bus) stageConsumer(ctx context.Context, name string, opts StageOptions, last uint64) (jetstream.Consumer, error) {
-	js := b.conns[0].js
-	want := b.stageConsumerConfig(name, opts, last)
-	cons, err := js.Consumer(ctx, StreamName, name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cons, err = js.CreateConsumer(ctx, StreamName, want)
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			cons, err = js.Consumer(ctx, StreamName, name)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: consumer %s: %w", name, err)
-	}
-	info := cons.CachedInfo()
-	have := info.Config
-	if have.DeliverSubject != "" || have.AckPolicy != jetstream.AckExplicitPolicy {
-		return nil, fmt.Errorf("bus: consumer %s exists but is not a pull consumer with explicit acks", name)
-	}
-	if have.FilterSubject != EventsTopic || len(have.FilterSubjects) > 0 {
-		return nil, fmt.Errorf("bus: consumer %s exists with filter %q, want %q; delete it", name,
-			append([]string{have.FilterSubject}, have.FilterSubjects...), EventsTopic)
-	}
-	if have.AckWait != want.AckWait || have.MaxAckPending != want.MaxAckPending {
-		upd := have
-		upd.AckWait, upd.MaxAckPending = want.AckWait, want.MaxAckPending
-		if cons, err = js.UpdateConsumer(ctx, StreamName, upd); err != nil {
-			return nil, fmt.Errorf("bus: updating consumer %s: %w", name, err)
-		}
-		b.log.Info("stage consumer updated", "durable", name, "ack_wait", upd.AckWait, "max_ack_pending", upd.MaxAckPending)
-	}
-	if info.NumWaiting > 0 && info.NumAckPending > 0 {
-		// Another worker is pulling from this durable right now: its
-		// unacked events are in progress, not abandoned. Rewinding would
-		// hand them out twice.
-		b.log.Info("stage consumer shared with a running worker; not rewound", "durable", name,
-			"unacked", info.NumAckPending, "waiting_pulls", info.NumWaiting)
-	} else if info.NumAckPending > 0 {
-		if _, err := js.ResetConsumer(ctx, StreamName, name); err != nil {
-			b.log.Warn("could not rewind stage consumer to its ack floor; unacked events come back after AckWait",
-				"durable", name, "unacked", info.NumAckPending, "ack_wait", want.AckWait, "err", err)
-		} else {
-			b.log.Info("stage consumer rewound: events left unacked by the previous run are handled again",
-				"durable", name, "unacked", info.NumAckPending)
-		}
-	}
-	return cons, nil
 }
 
 // stageSubscriber implements message.Subscriber on a stage's durable.
@@ -299,7 +245,7 @@ func (s *stageSubscriber) run(ctx context.Context, out chan<- *message.Message) 
 	defer close(s.loopDone)
 	defer close(out)
 	slots := make(chan struct{}, s.opts.Concurrency)
-	backoff := 100 * time.Millisecond
+	r := s.b.newRestarter(s.log)
 	for {
 		// Wait for one free slot, then take every free one.
 		select {
@@ -318,36 +264,24 @@ func (s *stageSubscriber) run(ctx context.Context, out chan<- *message.Message) 
 			}
 		}
 		err := s.fetch(ctx, n, slots, out)
-		if ctx.Err() != nil {
-			return
-		}
 		if err == nil {
-			backoff = 100 * time.Millisecond
+			r.ok()
 			continue
 		}
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed) {
-			s.log.Warn("stage consumer stopped: bus connection closed")
-			return
-		}
-		s.log.Warn("stage consumer interrupted; restarting", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
 		// The consumer may have been deleted: find or recreate it, after
 		// the last event handed out.
-		rctx, cancel := context.WithTimeout(ctx, s.b.cfg.RequestTimeout)
-		cons, err := s.b.stageConsumer(rctx, s.durable, s.opts, s.lastSeq)
-		cancel()
-		if err != nil {
-			s.log.Warn("stage consumer restart failed", "err", err)
-			continue
+		if !r.restart(ctx, err, func(ctx context.Context) error {
+			cons, err := s.b.ensureConsumer(ctx, s.b.stageConsumerConfig(s.durable, s.opts, s.lastSeq), true)
+			if err != nil {
+				return err
+			}
+			s.mu.Lock()
+			s.cons = cons
+			s.mu.Unlock()
+			return nil
+		}) {
+			return
 		}
-		s.mu.Lock()
-		s.cons = cons
-		s.mu.Unlock()
 	}
 }
 
@@ -371,7 +305,7 @@ func (s *stageSubscriber) fetch(ctx context.Context, n int, slots chan struct{},
 		return err
 	}
 	for msg := range batch.Messages() {
-		wm := stageMessage(msg)
+		wm := watermillMessage(msg, false)
 		wm.SetContext(ctx)
 		select {
 		case out <- wm:
@@ -439,10 +373,13 @@ func (s *stageSubscriber) nak(ctx context.Context, msg jetstream.Msg, wm *messag
 	}
 }
 
-// stageMessage turns a stream message into a Watermill message. It never
-// fails: a repeated header keeps its first value, and an event without a
-// Comet-Sha1 header gets its digest as UUID.
-func stageMessage(msg jetstream.Msg) *message.Message {
+// watermillMessage turns a stored message into a Watermill message: the
+// data as payload, the event's SHA-1 as UUID (see decodeEvent) and the
+// headers as metadata, a repeated header with its first value. The
+// server's own headers (Nats-*) are left out unless withServer: a stage's
+// message has its Nats-Msg-Id as UUID already, while a dead letter's is
+// its dead-letter publisher's key.
+func watermillMessage(msg jetstream.Msg, withServer bool) *message.Message {
 	h := msg.Headers()
 	id := h.Get(HeaderSHA1)
 	if id == "" {
@@ -450,8 +387,8 @@ func stageMessage(msg jetstream.Msg) *message.Message {
 	}
 	wm := message.NewMessage(id, msg.Data())
 	for k, v := range h {
-		if len(v) == 0 || strings.HasPrefix(k, "Nats-") {
-			continue // Nats-Msg-Id is the UUID; others are the server's
+		if len(v) == 0 || !withServer && strings.HasPrefix(k, "Nats-") {
+			continue
 		}
 		wm.Metadata.Set(k, v[0])
 	}
@@ -461,23 +398,9 @@ func stageMessage(msg jetstream.Msg) *message.Message {
 // MessageEvent decodes a message from a stage subscriber (or from the
 // dead-letter stream) into an Event; Payload is the message's payload.
 func MessageEvent(m *message.Message) Event {
-	md := m.Metadata
-	ev := Event{
-		Payload:   m.Payload,
-		SHA1:      md.Get(HeaderSHA1),
-		IVORN:     md.Get(HeaderIVORN),
-		Role:      md.Get(HeaderRole),
-		Author:    md.Get(HeaderAuthor),
-		Origin:    md.Get(HeaderOrigin),
-		Node:      md.Get(HeaderNode),
-		Peer:      md.Get(HeaderPeer),
-		Signature: md.Get(HeaderSignature),
-	}
-	if ev.SHA1 == "" {
+	ev := decodeEvent(m.Metadata, m.Payload)
+	if m.Metadata.Get(HeaderSHA1) == "" {
 		ev.SHA1 = m.UUID
-	}
-	if t, err := time.Parse(time.RFC3339Nano, md.Get(HeaderReceivedAt)); err == nil {
-		ev.ReceivedAt = t
 	}
 	return ev
 }
@@ -499,9 +422,9 @@ func DeadLetterSubject(stage string) string {
 // stream has stored every message. Close does nothing: the bus's
 // connections stay open.
 func (b *Bus) DeadLetterPublisher() (message.Publisher, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
-	defer cancel()
-	if err := b.provisionDeadLetter(ctx); err != nil {
+	// Each attempt is bounded by RequestTimeout; an unanswered one is
+	// repeated as for the other streams (retryUnanswered).
+	if err := b.provisionDeadLetter(context.Background()); err != nil {
 		return nil, err
 	}
 	return deadLetterPublisher{b}, nil
@@ -531,20 +454,8 @@ func (b *Bus) provisionDeadLetter(ctx context.Context) error {
 	if b.dlReady {
 		return nil
 	}
-	js := b.conns[0].js
-	want := b.deadLetterConfig()
-	s, err := js.Stream(ctx, DeadLetterStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			s, err = js.Stream(ctx, DeadLetterStream)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("bus: provisioning stream %s: %w", DeadLetterStream, err)
-	}
-	if d := streamDiff(s.CachedInfo().Config, want); d != "" {
-		return fmt.Errorf("bus: stream %s exists with different settings (%s); change them or delete the stream", DeadLetterStream, d)
+	if _, err := b.ensureStream(ctx, b.deadLetterConfig()); err != nil {
+		return err
 	}
 	b.dlReady = true
 	return nil
@@ -610,14 +521,7 @@ func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]*message.Message
 		got := 0
 		for msg := range batch.Messages() {
 			got++
-			h := msg.Headers()
-			wm := message.NewMessage(h.Get(HeaderSHA1), msg.Data())
-			for k, v := range h {
-				if len(v) > 0 {
-					wm.Metadata.Set(k, v[0])
-				}
-			}
-			out = append(out, wm)
+			out = append(out, watermillMessage(msg, true))
 		}
 		if err := batch.Error(); err != nil {
 			return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)

@@ -181,7 +181,7 @@ func tap(ctx context.Context, js jetstream.JetStream, log *slog.Logger, opt TapO
 			}
 			return fmt.Errorf("bus: tap: %w", err)
 		}
-		d := decode(msg)
+		d := delivery(msg)
 		if opt.StopWhenCaughtUp && d.Seq > last {
 			return nil
 		}

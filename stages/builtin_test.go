@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/internal/vtptest"
 )
 
@@ -100,7 +101,7 @@ func TestPrintEventSerialized(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.Handle(t.Context(), &Event{Payload: []byte(strings.Repeat(fmt.Sprint(i%10), 1000))})
+			p.Handle(t.Context(), &bus.Event{Payload: []byte(strings.Repeat(fmt.Sprint(i%10), 1000))})
 		}()
 	}
 	wg.Wait()
@@ -154,7 +155,7 @@ func TestCommandStageName(t *testing.T) {
 	if CommandStageName("x.sh") != CommandStageName(filepath.Join(wd, "x.sh")) {
 		t.Error("relative and absolute forms of one path differ")
 	}
-	if err := checkName(CommandStageName(strings.Repeat("ü", 300))); err != nil {
+	if err := bus.CheckStageName(CommandStageName(strings.Repeat("ü", 300))); err != nil {
 		t.Error(err)
 	}
 }

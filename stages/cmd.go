@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/comet-go/comet/bus"
 )
 
 // cmdNameBase caps the part of a command's stage name taken from its base
@@ -53,7 +55,7 @@ func NewCommand(path string, timeout time.Duration, pool int, log *slog.Logger) 
 }
 
 // CommandStageName is the stage name of --cmd path: "cmd-", the base name
-// with every character outside [A-Za-z0-9_-] replaced by "_" (at most
+// made safe by bus.SafeName (at most
 // cmdNameBase of them), "-" and the first 8 hex digits of the SHA-256 of
 // the absolute path. It stays the same across restarts from the same
 // working directory, so a restarted broker resumes the same consumer.
@@ -63,16 +65,11 @@ func CommandStageName(path string) string {
 		abs = path
 	}
 	sum := sha256.Sum256([]byte(abs))
-	base := []byte(filepath.Base(path))
-	for i, c := range base {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			base[i] = '_'
-		}
-	}
+	base := bus.SafeName(filepath.Base(path))
 	if len(base) > cmdNameBase {
 		base = base[:cmdNameBase]
 	}
-	return "cmd-" + string(base) + "-" + hex.EncodeToString(sum[:4])
+	return "cmd-" + base + "-" + hex.EncodeToString(sum[:4])
 }
 
 // Name is CommandStageName(path).
@@ -91,7 +88,7 @@ func (c *Command) AttemptTimeout() time.Duration { return c.timeout + CmdWaitDel
 // Handle runs the command once with the event on its standard input. A
 // non-zero exit, death by a signal, a timeout and a command that cannot be
 // run are failures, each with an error that says which.
-func (c *Command) Handle(ctx context.Context, ev *Event) error {
+func (c *Command) Handle(ctx context.Context, ev *bus.Event) error {
 	select {
 	case c.pool <- struct{}{}:
 	case <-ctx.Done():

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/comet-go/comet/bus"
 )
 
 // PrintEvent is the print-event stage: each event's raw bytes as text,
@@ -26,7 +28,7 @@ func NewPrintEvent(w io.Writer) *PrintEvent {
 func (*PrintEvent) Name() string { return ActionPrintEvent }
 
 // Handle writes the event.
-func (p *PrintEvent) Handle(_ context.Context, ev *Event) error {
+func (p *PrintEvent) Handle(_ context.Context, ev *bus.Event) error {
 	buf := make([]byte, len(ev.Payload)+1)
 	copy(buf, ev.Payload)
 	buf[len(ev.Payload)] = '\n'

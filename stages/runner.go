@@ -168,12 +168,10 @@ func ackWait(attempt time.Duration, cfg Config) time.Duration {
 // handle is the Watermill handler of a stage: one attempt.
 func (st *stageState) handle(m *message.Message) error {
 	ev := bus.MessageEvent(m)
-	e := &Event{Payload: ev.Payload, SHA1: ev.SHA1, IVORN: ev.IVORN, Role: ev.Role,
-		Author: ev.Author, Origin: ev.Origin, ReceivedAt: ev.ReceivedAt}
 	if n, ok := m.Context().Value(attemptsKey{}).(*atomic.Int32); ok {
 		n.Add(1)
 	}
-	return st.stage.Handle(m.Context(), e)
+	return st.stage.Handle(m.Context(), &ev)
 }
 
 // logAttempt logs a failed attempt (a panic included: it sits outside

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/comet-go/comet/bus"
 )
 
 // SaveEvent is the save-event stage: each event's raw bytes in a file of
@@ -39,7 +41,7 @@ func (*SaveEvent) Name() string { return ActionSaveEvent }
 func (s *SaveEvent) Dir() string { return s.dir }
 
 // Handle saves the event.
-func (s *SaveEvent) Handle(_ context.Context, ev *Event) error {
+func (s *SaveEvent) Handle(_ context.Context, ev *bus.Event) error {
 	_, err := s.Save(ev.IVORN, ev.Payload)
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/comet-go/comet/bus"
 )
 
 // Names of the built-in actions (--action NAME, --print-event,
@@ -74,7 +76,7 @@ type Stage interface {
 	// and dead letters go to comet.deadletter.<Name>. Only A-Z, a-z, 0-9,
 	// - and _.
 	Name() string
-	Handle(ctx context.Context, ev *Event) error
+	Handle(ctx context.Context, ev *bus.Event) error
 }
 
 // Bounded is implemented by stages with their own limits.
@@ -83,18 +85,6 @@ type Bounded interface {
 	Concurrency() int
 	// AttemptTimeout bounds one Handle call.
 	AttemptTimeout() time.Duration
-}
-
-// Event is what a stage gets: the event bytes and the bus headers stages
-// need.
-type Event struct {
-	Payload    []byte // exactly as received
-	SHA1       string // lowercase hex SHA-1 of Payload
-	IVORN      string
-	Role       string
-	Author     string // may be empty
-	Origin     string // "author" or "upstream"
-	ReceivedAt time.Time
 }
 
 // Config configures Start. Zero values take the Default constants.
@@ -211,7 +201,7 @@ func Stages(cfg Config) ([]Stage, error) {
 	names := map[string]bool{}
 	for _, s := range out {
 		n := s.Name()
-		if err := checkName(n); err != nil {
+		if err := bus.CheckStageName(n); err != nil {
 			return nil, fmt.Errorf("stages: %w", err)
 		}
 		if names[n] {
@@ -223,16 +213,4 @@ func Stages(cfg Config) ([]Stage, error) {
 		names[n] = true
 	}
 	return out, nil
-}
-
-func checkName(n string) error {
-	if n == "" || len(n) > 150 {
-		return fmt.Errorf("stage name %q: must be 1 to 150 characters", n)
-	}
-	for i := 0; i < len(n); i++ {
-		if c := n[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("stage name %q: only A-Z, a-z, 0-9, - and _ allowed", n)
-		}
-	}
-	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -251,20 +250,9 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	return b, nil
 }
 
-// ConsumerName is the durable bus consumer of a node's broadcaster.
-func ConsumerName(node string) string {
-	var sb strings.Builder
-	sb.WriteString("egress-")
-	for _, r := range node {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
-			sb.WriteRune(r)
-		default:
-			sb.WriteByte('_')
-		}
-	}
-	return sb.String()
-}
+// ConsumerName is the durable bus consumer of a node's broadcaster:
+// "egress-" and the node name made safe by bus.SafeName.
+func ConsumerName(node string) string { return "egress-" + bus.SafeName(node) }
 
 func (b *Broker) serve(wg *sync.WaitGroup, run func() error, closed error) {
 	wg.Add(1)

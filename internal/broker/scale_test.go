@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
@@ -23,7 +24,7 @@ type slowRecorder struct {
 	delay time.Duration
 }
 
-func (r *slowRecorder) Handle(ctx context.Context, ev *stages.Event) error {
+func (r *slowRecorder) Handle(ctx context.Context, ev *bus.Event) error {
 	time.Sleep(r.delay)
 	return r.recorder.Handle(ctx, ev)
 }

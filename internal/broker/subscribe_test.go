@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
@@ -35,7 +36,7 @@ type recorder struct {
 }
 
 func (r *recorder) Name() string { return "recorder" }
-func (r *recorder) Handle(_ context.Context, ev *stages.Event) error {
+func (r *recorder) Handle(_ context.Context, ev *bus.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev.Payload)
