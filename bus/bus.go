@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -150,20 +151,20 @@ func (c *Config) setDefaults() error {
 			c.Node = DefaultServerName
 		}
 	}
-	setDef(&c.MaxPayload, DefaultMaxPayload)
-	setDef(&c.Replicas, DefaultReplicas)
-	setDef(&c.StreamMaxAge, DefaultStreamMaxAge)
-	setDef(&c.StreamMaxBytes, DefaultStreamMaxBytes)
-	setDef(&c.SeenTTL, DefaultSeenTTL)
-	setDef(&c.DupWindow, DefaultDupWindow)
-	setDef(&c.ClaimTimeout, DefaultClaimTimeout)
-	setDef(&c.AckWait, DefaultAckWait)
-	setDef(&c.InactiveThreshold, DefaultInactiveThreshold)
-	setDef(&c.MaxAckPending, DefaultMaxAckPending)
-	setDef(&c.Prefetch, DefaultPrefetch)
-	setDef(&c.PrefetchBytes, DefaultPrefetchBytes)
-	setDef(&c.Conns, DefaultConns)
-	setDef(&c.RequestTimeout, DefaultRequestTimeout)
+	c.MaxPayload = cmp.Or(c.MaxPayload, DefaultMaxPayload)
+	c.Replicas = cmp.Or(c.Replicas, DefaultReplicas)
+	c.StreamMaxAge = cmp.Or(c.StreamMaxAge, DefaultStreamMaxAge)
+	c.StreamMaxBytes = cmp.Or(c.StreamMaxBytes, DefaultStreamMaxBytes)
+	c.SeenTTL = cmp.Or(c.SeenTTL, DefaultSeenTTL)
+	c.DupWindow = cmp.Or(c.DupWindow, DefaultDupWindow)
+	c.ClaimTimeout = cmp.Or(c.ClaimTimeout, DefaultClaimTimeout)
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.InactiveThreshold = cmp.Or(c.InactiveThreshold, DefaultInactiveThreshold)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.Prefetch = cmp.Or(c.Prefetch, DefaultPrefetch)
+	c.PrefetchBytes = cmp.Or(c.PrefetchBytes, DefaultPrefetchBytes)
+	c.Conns = cmp.Or(c.Conns, DefaultConns)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, DefaultRequestTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -191,12 +192,6 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("DupWindow %v exceeds StreamMaxAge %v", c.DupWindow, c.StreamMaxAge)
 	}
 	return nil
-}
-
-func setDef[T int | int64 | time.Duration](p *T, def T) {
-	if *p == 0 {
-		*p = def
-	}
 }
 
 // msgLimit is the largest message (payload plus headers) on the bus.

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,7 @@ func Dial(ctx context.Context, cfg Config) (*Reader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	setDef(&cfg.RequestTimeout, DefaultRequestTimeout)
+	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
 	// connect reads only these fields of a Bus without an embedded server.
 	b := &Bus{cfg: cfg, log: cfg.Logger}
 	c, err := b.connect(0)

@@ -5,6 +5,7 @@
 package egress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,16 +64,17 @@ const (
 	DefaultAuthTimeout = 30 * time.Second
 )
 
-// Broadcaster serves subscribers on any number of listeners. Configure the
-// fields, then call Serve per listener and Run once; Broadcast relays events.
-type Broadcaster struct {
+// Config configures a Broadcaster. New gives zero values their defaults
+// (TestInterval and Grace excepted: zero turns them off) and refuses
+// negative ones.
+type Config struct {
 	LocalIVO  string          // Origin of iamalive/authenticate; base of test-event ivorns
+	Version   string          // named in test events
 	Whitelist *whitelist.List // nil allows everyone
-	Logger    *slog.Logger
-	Version   string // named in test events
+	Limits    accept.Limits   // open connections per listener; zero = unlimited
 
 	IAmAliveInterval time.Duration // 0 = DefaultIAmAliveInterval
-	TestInterval     time.Duration // 0 = off (cmd/comet passes DefaultTestInterval unless told otherwise)
+	TestInterval     time.Duration // 0 = no test events (cmd/comet's default is DefaultTestInterval)
 	MaxUnacked       int           // 0 = DefaultMaxUnacked
 	QueueLen         int           // 0 = DefaultQueueLen
 	MaxInFlight      int           // 0 = DefaultMaxInFlight
@@ -80,11 +82,14 @@ type Broadcaster struct {
 	QueueWait        time.Duration // 0 = DefaultQueueWait
 	WriteTimeout     time.Duration // 0 = DefaultWriteTimeout
 	MaxFrame         int           // 0 = vtp.DefaultMaxFrame
+	// Grace is how long the Relay feeding this broadcaster waits after a
+	// restart before replaying the events stored while it was down; 0 =
+	// none (cmd/comet's default is DefaultGrace).
+	Grace time.Duration
 	// FilterBudget is the evaluation steps each filter of a subscriber may
 	// take on each event (--filter-budget); a filter that runs out is no
 	// match for that event, and logged. 0 = filter.DefaultBudget.
 	FilterBudget int
-	Limits       accept.Limits // open connections per listener; zero = unlimited
 
 	// VerifySubscriber, if set (--subscriber-auth), must accept the OpenPGP
 	// signature on a subscriber's first authenticate reply, returning who
@@ -95,7 +100,37 @@ type Broadcaster struct {
 	AuthTimeout      time.Duration // 0 = DefaultAuthTimeout
 	MaxVerifying     int           // signature checks at once; 0 = accept.ChecksPerCPU × GOMAXPROCS
 
-	initOnce  sync.Once
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.IAmAliveInterval < 0 || c.TestInterval < 0 || c.MaxUnacked < 0 || c.QueueLen < 0 ||
+		c.MaxInFlight < 0 || c.AckStallTimeout < 0 || c.QueueWait < 0 || c.WriteTimeout < 0 ||
+		c.MaxFrame < 0 || c.Grace < 0 || c.FilterBudget < 0 || c.AuthTimeout < 0 || c.MaxVerifying < 0 ||
+		c.Limits.MaxConns < 0 || c.Limits.MaxConnsPerPeer < 0 {
+		return errors.New("egress: negative limit")
+	}
+	c.IAmAliveInterval = cmp.Or(c.IAmAliveInterval, DefaultIAmAliveInterval)
+	c.MaxUnacked = cmp.Or(c.MaxUnacked, DefaultMaxUnacked)
+	c.QueueLen = cmp.Or(c.QueueLen, DefaultQueueLen)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	c.AckStallTimeout = cmp.Or(c.AckStallTimeout, DefaultAckStallTimeout)
+	c.QueueWait = cmp.Or(c.QueueWait, DefaultQueueWait)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.MaxFrame = cmp.Or(c.MaxFrame, vtp.DefaultMaxFrame)
+	c.AuthTimeout = cmp.Or(c.AuthTimeout, DefaultAuthTimeout)
+	c.FilterBudget = cmp.Or(c.FilterBudget, filter.DefaultBudget)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Broadcaster serves subscribers on any number of listeners. Build it with
+// New, then call Serve per listener and Run once; Broadcast relays events.
+type Broadcaster struct {
+	cfg       Config
+	log       *slog.Logger
 	filters   *filter.Cache
 	verifying *accept.Gate // MaxVerifying slots
 
@@ -109,13 +144,19 @@ type Broadcaster struct {
 	shuttingDown atomic.Bool
 }
 
-func (b *Broadcaster) init() {
-	b.initOnce.Do(func() {
-		b.filters = filter.NewCache(DefaultFilterCacheSize)
-		b.verifying = accept.NewGate(b.MaxVerifying)
-		b.subs = make(map[*downstream]struct{})
-		b.listeners = make(map[net.Listener]struct{})
-	})
+// New returns a broadcaster configured by cfg.
+func New(cfg Config) (*Broadcaster, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Broadcaster{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		filters:   filter.NewCache(DefaultFilterCacheSize),
+		verifying: accept.NewGate(cfg.MaxVerifying),
+		subs:      make(map[*downstream]struct{}),
+		listeners: make(map[net.Listener]struct{}),
+	}, nil
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -123,7 +164,6 @@ var ErrServerClosed = errors.New("egress: broadcaster closed")
 
 // Serve accepts subscribers on ln until Close.
 func (b *Broadcaster) Serve(ln net.Listener) error {
-	b.init()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -132,9 +172,9 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 	}
 	b.listeners[ln] = struct{}{}
 	b.mu.Unlock()
-	log := b.logger().With("listener", ln.Addr().String())
+	log := b.log.With("listener", ln.Addr().String())
 	log.Info("broadcasting events")
-	policy := accept.Policy{Whitelist: b.Whitelist, Limits: b.Limits, Logger: log}
+	policy := accept.Policy{Whitelist: b.cfg.Whitelist, Limits: b.cfg.Limits, Logger: log}
 	if err := accept.Loop(ln, policy, b.isClosed, b.add); err != nil {
 		return err
 	}
@@ -144,12 +184,11 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 // Run drives the keep-alive and test-event timers until ctx ends. Both
 // fire once at start, as Comet's do.
 func (b *Broadcaster) Run(ctx context.Context) {
-	b.init()
-	alive := time.NewTicker(orDefault(b.IAmAliveInterval, DefaultIAmAliveInterval))
+	alive := time.NewTicker(b.cfg.IAmAliveInterval)
 	defer alive.Stop()
 	var testC <-chan time.Time
-	if b.TestInterval > 0 {
-		t := time.NewTicker(b.TestInterval)
+	if b.cfg.TestInterval > 0 {
+		t := time.NewTicker(b.cfg.TestInterval)
 		defer t.Stop()
 		testC = t.C
 		b.SendTestEvent(time.Now())
@@ -170,7 +209,6 @@ func (b *Broadcaster) Run(ctx context.Context) {
 // Close stops accepting, disconnects every subscriber and waits for their
 // goroutines.
 func (b *Broadcaster) Close() error {
-	b.init()
 	b.shuttingDown.Store(true)
 	b.mu.Lock()
 	b.closed = true
@@ -191,7 +229,6 @@ func (b *Broadcaster) Close() error {
 
 // Subscribers returns the number of connected subscribers.
 func (b *Broadcaster) Subscribers() int {
-	b.init()
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return len(b.subs)
@@ -208,11 +245,10 @@ func (b *Broadcaster) Subscribers() int {
 // it. Calls must not overlap if per-subscriber order matters (the relay
 // calls it from one goroutine).
 func (b *Broadcaster) Broadcast(payload []byte, done func()) {
-	b.init()
 	t := &tracker{done: done, b: b}
 	t.n.Store(1) // held by this call until every subscriber has its share
 	ev := &event{payload: payload, frame: vtp.Frame(payload), t: t, b: b}
-	auth := b.VerifySubscriber != nil
+	auth := b.cfg.VerifySubscriber != nil
 	deadline := b.queueDeadline()
 	for _, s := range b.subscribers() {
 		if auth && !s.verified.Load() {
@@ -240,7 +276,7 @@ func (e *event) document() (*filter.Doc, error) {
 	e.once.Do(func() {
 		e.doc, e.err = filter.Parse(e.payload)
 		if e.err != nil {
-			e.b.logger().Warn("event cannot be parsed for filtering; sent to unfiltered subscribers only", "err", e.err)
+			e.b.log.Warn("event cannot be parsed for filtering; sent to unfiltered subscribers only", "err", e.err)
 		}
 	})
 	return e.doc, e.err
@@ -263,25 +299,21 @@ func (t *tracker) release() {
 }
 
 func (b *Broadcaster) add(conn net.Conn) {
-	qlen := b.QueueLen
-	if qlen <= 0 {
-		qlen = DefaultQueueLen
-	}
 	s := &downstream{
 		b:     b,
 		conn:  conn,
 		peer:  conn.RemoteAddr().String(),
-		queue: make(chan item, qlen),
+		queue: make(chan item, b.cfg.QueueLen),
 		done:  make(chan struct{}),
 
 		ackSignal: make(chan struct{}, 1),
 	}
-	s.log = b.logger().With("subscriber", s.peer)
-	s.overBudget = filter.OverBudgetLog{Logger: s.log, Budget: b.FilterBudget}
+	s.log = b.log.With("subscriber", s.peer)
+	s.overBudget = filter.OverBudgetLog{Logger: s.log, Budget: b.cfg.FilterBudget}
 	// Ask for filters at once, but never wait for the answer: pygcn never
 	// replies, and it must still receive every event. Queued before the
 	// subscriber is visible to ticks and broadcasts, so it always goes first.
-	s.queue <- item{frame: vtp.Frame(vtp.AuthenticateRequest(b.LocalIVO, time.Now()))}
+	s.queue <- item{frame: vtp.Frame(vtp.AuthenticateRequest(b.cfg.LocalIVO, time.Now()))}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -292,10 +324,10 @@ func (b *Broadcaster) add(conn net.Conn) {
 	b.publishSnapshot()
 	b.wg.Add(2)
 	b.mu.Unlock()
-	s.log.Info("subscriber connected", "auth_required", b.VerifySubscriber != nil)
-	if b.VerifySubscriber != nil {
+	s.log.Info("subscriber connected", "auth_required", b.cfg.VerifySubscriber != nil)
+	if b.cfg.VerifySubscriber != nil {
 		// Set before the goroutines start, which read it in close.
-		timeout := orDefault(b.AuthTimeout, DefaultAuthTimeout)
+		timeout := b.cfg.AuthTimeout
 		s.authTimer = time.AfterFunc(timeout, func() {
 			if !s.verified.Load() {
 				s.close(fmt.Sprintf("no correctly signed authenticate reply within %v", timeout))
@@ -328,7 +360,7 @@ func (b *Broadcaster) publishSnapshot() {
 // QueueWait for all its subscribers together, so many stuck subscribers
 // cost one wait, not one each.
 func (b *Broadcaster) queueDeadline() time.Time {
-	return time.Now().Add(orDefault(b.QueueWait, DefaultQueueWait))
+	return time.Now().Add(b.cfg.QueueWait)
 }
 
 func (b *Broadcaster) subscribers() []*downstream {
@@ -342,11 +374,8 @@ func (b *Broadcaster) subscribers() []*downstream {
 // an unanswered probe drops it, too many unacked events drop it, otherwise
 // it gets a new probe.
 func (b *Broadcaster) tick() {
-	probe := vtp.Frame(vtp.IAmAlive(b.LocalIVO, "", time.Now()))
-	maxUnacked := int64(b.MaxUnacked)
-	if maxUnacked <= 0 {
-		maxUnacked = DefaultMaxUnacked
-	}
+	probe := vtp.Frame(vtp.IAmAlive(b.cfg.LocalIVO, "", time.Now()))
+	maxUnacked := int64(b.cfg.MaxUnacked)
 	deadline := b.queueDeadline()
 	for _, s := range b.subscribers() {
 		s.mu.Lock()
@@ -366,24 +395,10 @@ func (b *Broadcaster) tick() {
 	}
 }
 
-func (b *Broadcaster) logger() *slog.Logger {
-	if b.Logger == nil {
-		return slog.Default()
-	}
-	return b.Logger
-}
-
 func (b *Broadcaster) isClosed() bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return b.closed
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // SubscriberStats describes one connected subscriber.
@@ -400,7 +415,6 @@ type SubscriberStats struct {
 
 // Stats lists the connected subscribers, for diagnostics and tests.
 func (b *Broadcaster) Stats() []SubscriberStats {
-	b.init()
 	subs := b.subscribers()
 	out := make([]SubscriberStats, 0, len(subs))
 	for _, s := range subs {

@@ -110,7 +110,7 @@ func (s *downstream) offer(it item, deadline time.Time) {
 		return
 	case <-s.done:
 	case <-wait.C:
-		s.close(fmt.Sprintf("outgoing queue full for %v: subscriber too slow", orDefault(s.b.QueueWait, DefaultQueueWait)))
+		s.close(fmt.Sprintf("outgoing queue full for %v: subscriber too slow", s.b.cfg.QueueWait))
 	}
 	if t != nil {
 		t.release()
@@ -152,7 +152,7 @@ func (s *downstream) admit(it item) bool {
 	t := it.ev.t
 	if fs := s.currentFilters(); len(fs) > 0 {
 		doc, err := it.ev.document()
-		if err != nil || !doc.MatchAny(fs, s.b.FilterBudget, s.filterOverBudget) {
+		if err != nil || !doc.MatchAny(fs, s.b.cfg.FilterBudget, s.filterOverBudget) {
 			s.withheld.Add(1)
 			t.release()
 			return false
@@ -166,7 +166,7 @@ func (s *downstream) admit(it item) bool {
 			t.release()
 			return false
 		}
-		if len(s.inflight) < s.maxInFlight() {
+		if len(s.inflight) < s.b.cfg.MaxInFlight {
 			s.inflight = append(s.inflight, t)
 			s.mu.Unlock()
 			if stall != nil {
@@ -178,7 +178,7 @@ func (s *downstream) admit(it item) bool {
 		// At the limit: wait for the subscriber to catch up, but not
 		// forever (see DefaultAckStallTimeout).
 		if stall == nil {
-			stall = time.NewTimer(orDefault(s.b.AckStallTimeout, DefaultAckStallTimeout))
+			stall = time.NewTimer(s.b.cfg.AckStallTimeout)
 		}
 		select {
 		case <-s.ackSignal:
@@ -189,7 +189,7 @@ func (s *downstream) admit(it item) bool {
 		case <-stall.C:
 			t.release()
 			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged for %v)",
-				s.maxInFlight(), orDefault(s.b.AckStallTimeout, DefaultAckStallTimeout)))
+				s.b.cfg.MaxInFlight, s.b.cfg.AckStallTimeout))
 			return false
 		}
 	}
@@ -224,13 +224,6 @@ func (s *downstream) acked() {
 	}
 }
 
-func (s *downstream) maxInFlight() int {
-	if s.b.MaxInFlight > 0 {
-		return s.b.MaxInFlight
-	}
-	return DefaultMaxInFlight
-}
-
 func (s *downstream) close(reason string) {
 	s.once.Do(func() {
 		s.log.Info("subscriber disconnected", "reason", reason)
@@ -256,7 +249,7 @@ func (s *downstream) close(reason string) {
 func (s *downstream) writeLoop() {
 	defer s.b.wg.Done()
 	w := bufio.NewWriterSize(s.conn, writeBufferSize)
-	timeout := orDefault(s.b.WriteTimeout, DefaultWriteTimeout)
+	timeout := s.b.cfg.WriteTimeout
 	for {
 		var it item
 		select {
@@ -297,7 +290,7 @@ func (s *downstream) writeLoop() {
 
 func (s *downstream) readLoop() {
 	defer s.b.wg.Done()
-	fr := vtp.NewFrameReader(bufio.NewReader(s.conn), s.b.MaxFrame)
+	fr := vtp.NewFrameReader(bufio.NewReader(s.conn), s.b.cfg.MaxFrame)
 	bad := 0 // consecutive messages that were not Transport messages
 	for {
 		payload, err := fr.ReadFrame()
@@ -339,7 +332,7 @@ func (s *downstream) readLoop() {
 			s.close("subscriber sent nak for " + msg.Origin + ": " + msg.Result)
 			return
 		case vtp.RoleAuthenticate:
-			if s.b.VerifySubscriber != nil && !s.verified.Load() {
+			if s.b.cfg.VerifySubscriber != nil && !s.verified.Load() {
 				// Checked off the read loop, which goes on reading (iamalive
 				// answers); a reply arriving while one is being checked is
 				// ignored.
@@ -364,7 +357,7 @@ func (s *downstream) authenticate(payload []byte, filters []string) {
 	if !s.b.verifying.Enter(s.done) {
 		return
 	}
-	signer, err := s.b.VerifySubscriber(payload)
+	signer, err := s.b.cfg.VerifySubscriber(payload)
 	s.b.verifying.Leave()
 	if err != nil {
 		s.close("authentication failed: " + err.Error())

@@ -9,7 +9,7 @@ import (
 )
 
 // Limits on a subscriber's filters. Filters come from untrusted peers; each
-// one is evaluated on every event, under Broadcaster.FilterBudget.
+// one is evaluated on every event, under Config.FilterBudget.
 const (
 	// MaxFiltersPerSubscriber bounds the filters of one authenticate
 	// reply that are compiled and evaluated; further ones are refused.

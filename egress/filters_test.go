@@ -15,8 +15,10 @@ import (
 // ones never match, and only a reply with no filter at all means every
 // event.
 func TestCompileFiltersFailClosed(t *testing.T) {
-	b := &Broadcaster{}
-	b.init()
+	b, berr := New(Config{})
+	if berr != nil {
+		t.Fatal(berr)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	doc, err := filter.Parse([]byte(vtptest.FilteringSample))
 	if err != nil {

@@ -33,14 +33,13 @@ type Source interface {
 type Relay struct {
 	Source      Source
 	Durable     string // consumer name; one per egress node
-	Grace       time.Duration
 	Broadcaster *Broadcaster
 	Logger      *slog.Logger
 }
 
 // Run consumes until ctx ends. Events left unacknowledged by a previous run
-// are replayed after Grace, which gives reconnecting subscribers time to
-// come back.
+// are replayed after the broadcaster's Config.Grace, which gives
+// reconnecting subscribers time to come back.
 func (r *Relay) Run(ctx context.Context) error {
 	log := r.Logger
 	if log == nil {
@@ -50,11 +49,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("egress: reading the backlog of %s: %w", r.Durable, err)
 	}
-	if backlog > 0 && r.Grace > 0 {
+	if grace := r.Broadcaster.cfg.Grace; backlog > 0 && grace > 0 {
 		log.Info("events not yet delivered before the last stop; waiting for subscribers to reconnect",
-			"backlog", backlog, "grace", r.Grace)
+			"backlog", backlog, "grace", grace)
 		select {
-		case <-time.After(r.Grace):
+		case <-time.After(grace):
 		case <-ctx.Done():
 			return nil
 		}

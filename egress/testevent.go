@@ -32,7 +32,7 @@ func TestEvent(localIVO, version string, now time.Time) []byte {
 // filters but never through the bus: the broker that makes it neither
 // records nor handles it (docs/bus.md §2.2).
 func (b *Broadcaster) SendTestEvent(now time.Time) {
-	b.Broadcast(TestEvent(b.LocalIVO, b.Version, now), nil)
+	b.Broadcast(TestEvent(b.cfg.LocalIVO, b.cfg.Version, now), nil)
 }
 
 func escape(b *strings.Builder, s string, attr bool) {

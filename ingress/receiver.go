@@ -5,6 +5,7 @@
 package ingress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -47,15 +48,13 @@ type Store interface {
 	Ingest(ctx context.Context, ev *bus.Event) (bus.Outcome, error)
 }
 
-// Receiver accepts event submissions from authors (docs/vtp.md §4.1): one
-// event per connection, answered with ack or nak, then closed. It is
-// configured through its fields before Serve, like net/http.Server.
-type Receiver struct {
-	Store     Store
+// ReceiverConfig configures a Receiver. NewReceiver gives zero values
+// their defaults and refuses negative ones.
+type ReceiverConfig struct {
 	LocalIVO  string          // Response of receipts
 	Node      string          // recorded in the Comet-Node header
 	Whitelist *whitelist.List // nil allows everyone
-	Logger    *slog.Logger
+	Limits    accept.Limits   // open connections per listener; zero = unlimited
 
 	// VerifySignature, if set (--sender-auth), must accept the event's
 	// OpenPGP signature for the given AuthorIVORN, returning who signed;
@@ -67,13 +66,35 @@ type Receiver struct {
 	// within its Timeout.
 	MaxVerifying int
 
-	Limits        accept.Limits // open connections per listener; zero = unlimited
 	Timeout       time.Duration // per connection; 0 = DefaultReceiveTimeout
 	LingerTimeout time.Duration // 0 = DefaultLingerTimeout
 	MaxFrame      int           // 0 = vtp.DefaultMaxFrame
 
-	verifyOnce sync.Once
-	verifying  *accept.Gate // MaxVerifying slots
+	Logger *slog.Logger
+}
+
+func (c *ReceiverConfig) setDefaults() error {
+	if c.Timeout < 0 || c.LingerTimeout < 0 || c.MaxFrame < 0 || c.MaxVerifying < 0 ||
+		c.Limits.MaxConns < 0 || c.Limits.MaxConnsPerPeer < 0 {
+		return errors.New("ingress: receiver: negative limit")
+	}
+	c.Timeout = cmp.Or(c.Timeout, DefaultReceiveTimeout)
+	c.LingerTimeout = cmp.Or(c.LingerTimeout, DefaultLingerTimeout)
+	c.MaxFrame = cmp.Or(c.MaxFrame, vtp.DefaultMaxFrame)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Receiver accepts event submissions from authors (docs/vtp.md §4.1): one
+// event per connection, answered with ack or nak, then closed. Build it
+// with NewReceiver, then Serve any number of listeners, as with
+// net/http.Server.
+type Receiver struct {
+	cfg       ReceiverConfig
+	store     Store
+	verifying *accept.Gate // MaxVerifying slots
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -84,6 +105,18 @@ type Receiver struct {
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("ingress: receiver closed")
 
+// NewReceiver returns a receiver storing what it accepts in store.
+func NewReceiver(store Store, cfg ReceiverConfig) (*Receiver, error) {
+	if store == nil {
+		return nil, errors.New("ingress: receiver: no store")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Receiver{cfg: cfg, store: store, verifying: accept.NewGate(cfg.MaxVerifying),
+		listeners: make(map[net.Listener]struct{})}, nil
+}
+
 // Serve accepts connections on ln until Shutdown. It may be called for
 // several listeners at once.
 func (r *Receiver) Serve(ln net.Listener) error {
@@ -92,9 +125,9 @@ func (r *Receiver) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer r.untrack(ln)
-	log := r.logger().With("listener", ln.Addr().String())
+	log := r.cfg.Logger.With("listener", ln.Addr().String())
 	log.Info("receiving events")
-	policy := accept.Policy{Whitelist: r.Whitelist, Limits: r.Limits, Logger: log}
+	policy := accept.Policy{Whitelist: r.cfg.Whitelist, Limits: r.cfg.Limits, Logger: log}
 	err := accept.Loop(ln, policy, r.closing, func(conn net.Conn) {
 		r.conns.Add(1)
 		go func() {
@@ -130,11 +163,11 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 func (r *Receiver) handle(conn net.Conn) {
 	defer conn.Close()
 	peer := conn.RemoteAddr().String()
-	log := r.logger().With("peer", peer)
-	timeout := orDefault(r.Timeout, DefaultReceiveTimeout)
+	log := r.cfg.Logger.With("peer", peer)
+	timeout := r.cfg.Timeout
 	conn.SetDeadline(time.Now().Add(timeout))
 
-	payload, err := vtp.NewFrameReader(conn, r.MaxFrame).ReadFrame()
+	payload, err := vtp.NewFrameReader(conn, r.cfg.MaxFrame).ReadFrame()
 	if err != nil {
 		switch {
 		case errors.Is(err, vtp.ErrFrameTooLarge):
@@ -178,7 +211,7 @@ func (r *Receiver) handle(conn net.Conn) {
 	}
 	reject := func(reason string) {
 		log.Info("event rejected", "reason", reason)
-		reply(vtp.Nak(info.IVORN, r.LocalIVO, RejectPrefix+reason, time.Now()))
+		reply(vtp.Nak(info.IVORN, r.cfg.LocalIVO, RejectPrefix+reason, time.Now()))
 	}
 
 	// IVOID and schema first: a refused event is not recorded
@@ -191,10 +224,10 @@ func (r *Receiver) handle(conn net.Conn) {
 		reject(info.SchemaErr.Error())
 		return
 	}
-	ev := newEvent(payload, info, bus.OriginAuthor, peer, r.Node, receivedAt)
+	ev := newEvent(payload, info, bus.OriginAuthor, peer, r.cfg.Node, receivedAt)
 	ctx, cancel := context.WithDeadline(context.Background(), receivedAt.Add(timeout))
 	defer cancel()
-	if r.VerifySignature != nil {
+	if r.cfg.VerifySignature != nil {
 		// Before the previously-seen check: an event refused here is not
 		// recorded, so the author may resend it properly signed.
 		signer, err := r.verify(ctx, payload, info.Author)
@@ -205,7 +238,7 @@ func (r *Receiver) handle(conn net.Conn) {
 		ev.Signature = bus.SignatureVerified(signer)
 		log = log.With("signer", signer)
 	}
-	outcome, err := r.Store.Ingest(ctx, ev)
+	outcome, err := r.store.Ingest(ctx, ev)
 	switch {
 	case err != nil:
 		// Not stored, so no ack; and no nak, which would be permanent for
@@ -215,19 +248,18 @@ func (r *Receiver) handle(conn net.Conn) {
 		reject(DuplicateReason)
 	default:
 		log.Info("event accepted", "sha1", ev.SHA1, "role", ev.Role)
-		reply(vtp.Ack(info.IVORN, r.LocalIVO, time.Now()))
+		reply(vtp.Ack(info.IVORN, r.cfg.LocalIVO, time.Now()))
 	}
 }
 
 // verify runs the signature check in one of MaxVerifying slots, waiting
 // for a slot while ctx lasts.
 func (r *Receiver) verify(ctx context.Context, payload []byte, author string) (string, error) {
-	r.verifyOnce.Do(func() { r.verifying = accept.NewGate(r.MaxVerifying) })
 	if !r.verifying.Enter(ctx.Done()) {
 		return "", errors.New("broker too busy to check the signature; try again")
 	}
 	defer r.verifying.Leave()
-	return r.VerifySignature(payload, author)
+	return r.cfg.VerifySignature(payload, author)
 }
 
 // linger half-closes and waits briefly for the author to close, so unread
@@ -241,8 +273,8 @@ func (r *Receiver) linger(conn net.Conn) {
 	if cw.CloseWrite() != nil {
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(orDefault(r.LingerTimeout, DefaultLingerTimeout)))
-	io.CopyN(io.Discard, conn, int64(max(r.MaxFrame, vtp.DefaultMaxFrame))+4)
+	conn.SetReadDeadline(time.Now().Add(r.cfg.LingerTimeout))
+	io.CopyN(io.Discard, conn, int64(max(r.cfg.MaxFrame, vtp.DefaultMaxFrame))+4)
 }
 
 func (r *Receiver) track(ln net.Listener) bool {
@@ -250,9 +282,6 @@ func (r *Receiver) track(ln net.Listener) bool {
 	defer r.mu.Unlock()
 	if r.shutdown {
 		return false
-	}
-	if r.listeners == nil {
-		r.listeners = make(map[net.Listener]struct{})
 	}
 	r.listeners[ln] = struct{}{}
 	return true
@@ -268,20 +297,6 @@ func (r *Receiver) closing() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.shutdown
-}
-
-func (r *Receiver) logger() *slog.Logger {
-	if r.Logger == nil {
-		return slog.Default()
-	}
-	return r.Logger
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // newEvent is an accepted payload as the bus stores it.

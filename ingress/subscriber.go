@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,14 +54,12 @@ func CometBackoff(n int) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(time.Second)))
 }
 
-// Subscription keeps one connection to an upstream broker's broadcaster
-// and feeds its events into the bus through the same check-and-store as
-// authored events (without the schema check, as Comet). It acknowledges
-// every event and never naks (docs/vtp.md §4.2).
-type Subscription struct {
-	Target   endpoint.Endpoint
-	Store    Store
+// SubscriberConfig configures the subscriptions to upstream brokers.
+// NewSubscription gives zero values their defaults and refuses negative
+// ones.
+type SubscriberConfig struct {
 	LocalIVO string // Response of replies; omitted when empty
+	Node     string // recorded in the Comet-Node header
 	// Filters are sent in every authenticate reply, and applied here too
 	// to what the upstream sends, as a broadcaster applies a subscriber's
 	// (within FilterBudget, failing closed): an upstream that ignores
@@ -71,8 +70,6 @@ type Subscription struct {
 	// FilterBudget is the evaluation steps each filter may take on each
 	// event (--filter-budget); 0 = filter.DefaultBudget.
 	FilterBudget int
-	Node         string
-	Logger       *slog.Logger
 
 	InactivityTimeout time.Duration // 0 = DefaultInactivityTimeout
 	HealthyAfter      time.Duration // 0 = DefaultHealthyAfter
@@ -87,22 +84,62 @@ type Subscription struct {
 	// upstream brokers that run with --subscriber-auth.
 	Sign func(msg []byte) ([]byte, error)
 
-	filters    []*filter.Filter     // Filters compiled, at Run
+	Logger *slog.Logger
+}
+
+func (c *SubscriberConfig) setDefaults() error {
+	if c.InactivityTimeout < 0 || c.HealthyAfter < 0 || c.DialTimeout < 0 || c.WriteTimeout < 0 || c.MaxFrame < 0 ||
+		c.FilterBudget < 0 {
+		return errors.New("ingress: subscriber: negative limit")
+	}
+	c.FilterBudget = cmp.Or(c.FilterBudget, filter.DefaultBudget)
+	c.InactivityTimeout = cmp.Or(c.InactivityTimeout, DefaultInactivityTimeout)
+	c.HealthyAfter = cmp.Or(c.HealthyAfter, DefaultHealthyAfter)
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.MaxFrame = cmp.Or(c.MaxFrame, vtp.DefaultMaxFrame)
+	if c.Backoff == nil {
+		c.Backoff = CometBackoff
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Subscription keeps one connection to an upstream broker's broadcaster
+// and feeds its events into the bus through the same check-and-store as
+// authored events (without the schema check, as Comet). It acknowledges
+// every event and never naks (docs/vtp.md §4.2).
+type Subscription struct {
+	target     endpoint.Endpoint
+	store      Store
+	cfg        SubscriberConfig
+	log        *slog.Logger
+	filters    []*filter.Filter     // cfg.Filters compiled
 	overBudget filter.OverBudgetLog // used by Run's goroutine only
 }
 
-// compileFilters compiles Filters for local use, failing closed.
-func (s *Subscription) compileFilters(log *slog.Logger) {
-	s.filters = s.filters[:0]
-	for _, e := range s.Filters {
+// NewSubscription returns the subscription to target, storing what it
+// receives in store. Run runs it.
+func NewSubscription(target endpoint.Endpoint, store Store, cfg SubscriberConfig) (*Subscription, error) {
+	if store == nil {
+		return nil, errors.New("ingress: subscriber: no store")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Subscription{target: target, store: store, cfg: cfg, log: cfg.Logger.With("upstream", target.String())}
+	for _, e := range cfg.Filters {
 		f, err := filter.Compile(e)
 		if err != nil {
-			log.Error("filter refused: it never matches (fail closed)", "reason", err)
+			s.log.Error("filter refused: it never matches (fail closed)", "reason", err)
 			f = filter.Refuse(e, err)
 		}
 		s.filters = append(s.filters, f)
 	}
-	s.overBudget = filter.OverBudgetLog{Logger: log, Budget: s.FilterBudget}
+	s.overBudget = filter.OverBudgetLog{Logger: s.log, Budget: cfg.FilterBudget}
+	return s, nil
 }
 
 // selected reports whether an upstream event passes the subscription's
@@ -112,17 +149,12 @@ func (s *Subscription) selected(payload []byte) bool {
 		return true
 	}
 	doc, err := filter.Parse(payload)
-	return err == nil && doc.MatchAny(s.filters, s.FilterBudget, s.overBudget.Report)
+	return err == nil && doc.MatchAny(s.filters, s.cfg.FilterBudget, s.overBudget.Report)
 }
 
 // Run connects, serves and reconnects until ctx ends.
 func (s *Subscription) Run(ctx context.Context) {
-	log := s.logger().With("upstream", s.Target.String())
-	s.compileFilters(log)
-	backoff := s.Backoff
-	if backoff == nil {
-		backoff = CometBackoff
-	}
+	log := s.log
 	failures := 0
 	for {
 		log.Info("connecting to upstream broker")
@@ -132,11 +164,11 @@ func (s *Subscription) Run(ctx context.Context) {
 			log.Info("subscription stopped")
 			return
 		}
-		if time.Since(started) >= orDefault(s.HealthyAfter, DefaultHealthyAfter) {
+		if time.Since(started) >= s.cfg.HealthyAfter {
 			failures = 0
 		}
 		failures++
-		delay := backoff(failures)
+		delay := s.cfg.Backoff(failures)
 		log.Warn("upstream connection lost; reconnecting", "err", err, "attempt", failures, "in", delay)
 		select {
 		case <-ctx.Done():
@@ -148,8 +180,8 @@ func (s *Subscription) Run(ctx context.Context) {
 }
 
 func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) error {
-	d := net.Dialer{Timeout: orDefault(s.DialTimeout, DefaultDialTimeout)}
-	conn, err := d.DialContext(ctx, s.Target.Network, s.Target.Address)
+	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+	conn, err := d.DialContext(ctx, s.target.Network, s.target.Address)
 	if err != nil {
 		return err
 	}
@@ -169,9 +201,9 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
-	inactivity := orDefault(s.InactivityTimeout, DefaultInactivityTimeout)
+	inactivity := s.cfg.InactivityTimeout
 	peer := conn.RemoteAddr().String()
-	fr := vtp.NewFrameReader(bufio.NewReader(conn), s.MaxFrame)
+	fr := vtp.NewFrameReader(bufio.NewReader(conn), s.cfg.MaxFrame)
 	lastValid := time.Now()
 	bad := 0
 	for {
@@ -214,7 +246,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 				continue
 			}
 			s.ingest(ctx, payload, info, peer, log)
-			if err := s.write(conn, vtp.Ack(info.IVORN, s.LocalIVO, time.Now())); err != nil {
+			if err := s.write(conn, vtp.Ack(info.IVORN, s.cfg.LocalIVO, time.Now())); err != nil {
 				return err
 			}
 		}
@@ -233,8 +265,8 @@ func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent
 		log.Debug("event from upstream not selected by this subscription's filters; acked, not relayed")
 		return
 	}
-	ev := newEvent(payload, info, bus.OriginUpstream, peer, s.Node, time.Now())
-	outcome, err := s.Store.Ingest(ctx, ev)
+	ev := newEvent(payload, info, bus.OriginUpstream, peer, s.cfg.Node, time.Now())
+	outcome, err := s.store.Ingest(ctx, ev)
 	switch {
 	case err != nil:
 		log.Error("could not store event from upstream; acked, not relayed", "err", err)
@@ -255,12 +287,12 @@ func (s *Subscription) answer(conn net.Conn, payload []byte, log *slog.Logger) e
 	now := time.Now()
 	switch msg.Role {
 	case vtp.RoleIAmAlive:
-		return s.write(conn, vtp.IAmAlive(msg.Origin, s.LocalIVO, now))
+		return s.write(conn, vtp.IAmAlive(msg.Origin, s.cfg.LocalIVO, now))
 	case vtp.RoleAuthenticate:
-		log.Info("authenticating to upstream", "filters", len(s.Filters), "signed", s.Sign != nil)
-		reply := vtp.AuthenticateReply(msg.Origin, s.LocalIVO, s.Filters, now)
-		if s.Sign != nil {
-			signed, err := s.Sign(reply)
+		log.Info("authenticating to upstream", "filters", len(s.cfg.Filters), "signed", s.cfg.Sign != nil)
+		reply := vtp.AuthenticateReply(msg.Origin, s.cfg.LocalIVO, s.cfg.Filters, now)
+		if s.cfg.Sign != nil {
+			signed, err := s.cfg.Sign(reply)
 			if err != nil {
 				return fmt.Errorf("signing the authenticate reply: %w", err)
 			}
@@ -274,13 +306,6 @@ func (s *Subscription) answer(conn net.Conn, payload []byte, log *slog.Logger) e
 }
 
 func (s *Subscription) write(conn net.Conn, msg []byte) error {
-	conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
+	conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	return vtp.WriteFrame(conn, msg)
-}
-
-func (s *Subscription) logger() *slog.Logger {
-	if s.Logger == nil {
-		return slog.Default()
-	}
-	return s.Logger
 }

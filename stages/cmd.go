@@ -33,26 +33,43 @@ type Command struct {
 }
 
 // NewCommand runs path (literally: not split, not looked up on $PATH; a
-// relative path is relative to the working directory) with at most pool
-// runs under way at once, each killed after timeout. It does not require
-// path to be executable yet: that is checked before each run.
-func NewCommand(path string, timeout time.Duration, pool int, log *slog.Logger) (*Command, error) {
+// relative path is relative to the working directory) with at most
+// cfg.CmdPool runs under way at once, each killed after cfg.CmdTimeout.
+// path must be executable now unless cfg.AllowMissingCommands; it is
+// checked again before each run.
+func NewCommand(path string, cfg Config) (*Command, error) {
 	if path == "" {
 		return nil, errors.New("command: empty path")
 	}
-	if timeout <= 0 || pool <= 0 {
+	if cfg.CmdTimeout <= 0 || cfg.CmdPool <= 0 {
 		return nil, fmt.Errorf("command %s: timeout and pool must be positive", path)
 	}
+	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Command{path: path, name: CommandStageName(path), timeout: timeout,
-		pool: make(chan struct{}, pool), log: log.With("stage", CommandStageName(path))}
+	c := &Command{path: path, name: CommandStageName(path), timeout: cfg.CmdTimeout,
+		pool: make(chan struct{}, cfg.CmdPool), log: log.With("stage", CommandStageName(path))}
 	if err := checkExecutable(path); err != nil {
+		if !cfg.AllowMissingCommands {
+			return nil, &NotExecutableError{Path: path, Err: err}
+		}
 		c.log.Warn("command is not executable (yet); its events fail until it is", "err", err)
 	}
 	return c, nil
 }
+
+// NotExecutableError is a command that cannot be run at start.
+type NotExecutableError struct {
+	Path string
+	Err  error
+}
+
+func (e *NotExecutableError) Error() string {
+	return fmt.Sprintf("command %s is not executable: %v", e.Path, e.Err)
+}
+
+func (e *NotExecutableError) Unwrap() error { return e.Err }
 
 // CommandStageName is the stage name of --cmd path: "cmd-", the base name
 // made safe by bus.SafeName (at most

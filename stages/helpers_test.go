@@ -68,11 +68,6 @@ func start(t testing.TB, b Source, cfg Config) *Runner {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { r.Close() })
-	select {
-	case <-r.Running():
-	default:
-		t.Fatal("Running not closed after Start")
-	}
 	return r
 }
 

@@ -43,14 +43,13 @@ type stageState struct {
 
 // Runner runs the stages; see Start.
 type Runner struct {
-	router  *message.Router
-	pub     message.Publisher
-	stages  []*stageState
-	cancel  context.CancelFunc
-	ctx     context.Context // ends when the runner stops
-	running chan struct{}
-	done    chan struct{}
-	err     error // of the router, once done is closed
+	router *message.Router
+	pub    message.Publisher
+	stages []*stageState
+	cancel context.CancelFunc
+	ctx    context.Context // ends when the runner stops
+	done   chan struct{}
+	err    error // of the router, once done is closed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -70,16 +69,17 @@ type attemptsKey struct{}
 // until Close or the end of ctx. With no stage configured it returns an
 // idle Runner.
 func Start(ctx context.Context, src Source, cfg Config) (*Runner, error) {
-	sts, err := Stages(cfg)
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("stages: %w", err)
+	}
+	sts, err := build(cfg)
 	if err != nil {
 		return nil, err
 	}
-	_ = cfg.setDefaults() // checked by Stages
 	log := cfg.Logger
 	rctx, cancel := context.WithCancel(ctx)
-	r := &Runner{cancel: cancel, ctx: rctx, running: make(chan struct{}), done: make(chan struct{})}
+	r := &Runner{cancel: cancel, ctx: rctx, done: make(chan struct{})}
 	if len(sts) == 0 {
-		close(r.running)
 		go func() { <-rctx.Done(); close(r.done) }()
 		return r, nil
 	}
@@ -142,7 +142,6 @@ func Start(ctx context.Context, src Source, cfg Config) (*Runner, error) {
 	}()
 	select {
 	case <-r.router.Running():
-		close(r.running)
 		return r, nil
 	case <-r.done:
 		err := r.err
@@ -227,24 +226,6 @@ func (r *Runner) account(st *stageState) message.HandlerMiddleware {
 			return out, err
 		}
 	}
-}
-
-// Running is closed once every stage is consuming (already when Start
-// returns).
-func (r *Runner) Running() <-chan struct{} { return r.running }
-
-// Done is closed when the runner has stopped: after Close, at the end of
-// Start's context, or when every stage's subscription ended (the bus was
-// closed).
-func (r *Runner) Done() <-chan struct{} { return r.done }
-
-// Stages names the stages running, in order.
-func (r *Runner) Stages() []string {
-	out := make([]string, len(r.stages))
-	for i, st := range r.stages {
-		out[i] = st.stage.Name()
-	}
-	return out
 }
 
 // Stats returns the counters of every stage by name.

@@ -3,6 +3,7 @@ package stages
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,9 +62,9 @@ func TestPrintAndSave(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-r.Done():
+	case <-r.done:
 	default:
-		t.Error("Done not closed after Close")
+		t.Error("runner not done after Close")
 	}
 }
 
@@ -193,7 +194,12 @@ func TestCommandNotExecutable(t *testing.T) {
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain.sh")
 	os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644)
-	r := start(t, b, Config{Commands: []string{plain}, MaxRetries: -1, Logger: log})
+	// Refused at start, unless the command may appear later.
+	var notExec *NotExecutableError
+	if _, err := Start(t.Context(), b, Config{Commands: []string{plain}, Logger: log}); !errors.As(err, &notExec) || notExec.Path != plain {
+		t.Fatalf("Start with a command that is not executable: %v", err)
+	}
+	r := start(t, b, Config{Commands: []string{plain}, AllowMissingCommands: true, MaxRetries: -1, Logger: log})
 	ingest(t, b, testEvent("noexec", 0))
 	waitFor(t, 10*time.Second, "dead-lettered", func() bool { return r.Stats()[CommandStageName(plain)].DeadLettered == 1 })
 	dls, _ := b.DeadLetters(t.Context(), CommandStageName(plain))

@@ -37,9 +37,6 @@ func NewSaveEvent(dir string) (*SaveEvent, error) {
 // Name is "save-event".
 func (*SaveEvent) Name() string { return ActionSaveEvent }
 
-// Dir is where events are saved.
-func (s *SaveEvent) Dir() string { return s.dir }
-
 // Handle saves the event.
 func (s *SaveEvent) Handle(_ context.Context, ev *bus.Event) error {
 	_, err := s.Save(ev.IVORN, ev.Payload)

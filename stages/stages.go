@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,8 +96,13 @@ type Config struct {
 	// SaveDir is save-event's directory (created when missing); default:
 	// the working directory at start.
 	SaveDir string
-	// Commands are the --cmd executables, run in this order.
+	// Commands are the --cmd executables, run in this order. Each must
+	// exist and be executable at start unless AllowMissingCommands.
 	Commands []string
+	// AllowMissingCommands accepts a command that does not exist or is
+	// not executable yet (it will appear later, say from a deployment
+	// step): its events fail, are retried and dead-lettered until it does.
+	AllowMissingCommands bool
 	// CmdTimeout bounds one run of a command.
 	CmdTimeout time.Duration
 	// CmdPool is how many runs of one command may be under way at once.
@@ -115,25 +121,20 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// setDefaults resolves the zero values. It is applied once, where a
+// Config enters the package (Start, Stages): applied twice, MaxRetries
+// would go from none back to the default.
 func (c *Config) setDefaults() error {
-	if c.CmdTimeout == 0 {
-		c.CmdTimeout = DefaultCmdTimeout
-	}
-	if c.CmdPool == 0 {
-		c.CmdPool = DefaultCmdPool
-	}
+	c.CmdTimeout = cmp.Or(c.CmdTimeout, DefaultCmdTimeout)
+	c.CmdPool = cmp.Or(c.CmdPool, DefaultCmdPool)
 	switch {
 	case c.MaxRetries == 0:
 		c.MaxRetries = DefaultMaxRetries
 	case c.MaxRetries < 0:
 		c.MaxRetries = 0
 	}
-	if c.RetryInitial == 0 {
-		c.RetryInitial = DefaultRetryInitial
-	}
-	if c.RetryMax == 0 {
-		c.RetryMax = DefaultRetryMax
-	}
+	c.RetryInitial = cmp.Or(c.RetryInitial, DefaultRetryInitial)
+	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
 	if c.Stdout == nil {
 		c.Stdout = os.Stdout
 	}
@@ -177,9 +178,14 @@ func Stages(cfg Config) ([]Stage, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("stages: %w", err)
 	}
+	return build(cfg)
+}
+
+// build is Stages on a resolved cfg.
+func build(cfg Config) ([]Stage, error) {
 	var out []Stage
 	for _, path := range cfg.Commands {
-		c, err := NewCommand(path, cfg.CmdTimeout, cfg.CmdPool, cfg.Logger)
+		c, err := NewCommand(path, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("stages: %w", err)
 		}

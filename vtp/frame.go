@@ -10,6 +10,14 @@ import (
 	"io"
 )
 
+// The ports of Comet's roles when none is given: authors submit to a
+// broker's receiver on DefaultReceivePort, subscribers connect to its
+// broadcaster on DefaultBroadcastPort.
+const (
+	DefaultReceivePort   = 8098
+	DefaultBroadcastPort = 8099
+)
+
 // DefaultMaxFrame is Comet's limit (Twisted's Int32StringReceiver.MAX_LENGTH):
 // a frame of 99,999 bytes is accepted, 100,000 is refused. Every Comet peer
 // drops the connection on a larger frame, so raising it only helps between
@@ -37,9 +45,6 @@ func NewFrameReader(r io.Reader, max int) *FrameReader {
 	}
 	return &FrameReader{r: r, max: max}
 }
-
-// Max is the largest payload this reader accepts.
-func (fr *FrameReader) Max() int { return fr.max }
 
 // ReadFrame returns the next payload in a freshly allocated slice that the
 // caller owns. io.EOF means the peer closed cleanly between frames;

@@ -55,8 +55,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var keyID, passphraseFile, secretKeys string
 	fs.StringVar(&host, "host", "", "broker host (Comet 2012 form; default localhost)")
 	fs.StringVar(&host, "h", "", "shorthand for --host")
-	fs.IntVar(&port, "port", 8098, "broker port (Comet 2012 form)")
-	fs.IntVar(&port, "p", 8098, "shorthand for --port")
+	fs.IntVar(&port, "port", vtp.DefaultReceivePort, "broker port (Comet 2012 form)")
+	fs.IntVar(&port, "p", vtp.DefaultReceivePort, "shorthand for --port")
 	fs.StringVar(&file, "file", "", "event file, - for stdin (Comet 2012 form)")
 	fs.StringVar(&file, "f", "", "shorthand for --file")
 	fs.DurationVar(&timeout, "timeout", DefaultTimeout, "how long to wait for the receipt")
@@ -85,7 +85,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "comet-sendvo: give either TARGET EVENT or -h/-p/-f, not both")
 			return exitUsage
 		}
-		target, err = endpoint.ParseClient(fs.Arg(0), 8098)
+		target, err = endpoint.ParseClient(fs.Arg(0), vtp.DefaultReceivePort)
 		file = fs.Arg(1)
 	case 0: // 2012: -h -p -f
 		if host == "" {
@@ -94,7 +94,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if file == "" {
 			file = "-"
 		}
-		target, err = endpoint.ParseClient(net.JoinHostPort(host, strconv.Itoa(port)), 8098)
+		target, err = endpoint.ParseClient(net.JoinHostPort(host, strconv.Itoa(port)), vtp.DefaultReceivePort)
 	default:
 		fmt.Fprintln(stderr, "comet-sendvo: want TARGET and EVENT (see -help)")
 		return exitUsage

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
@@ -85,9 +86,9 @@ func run(args []string, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg, err := opts.config(logger)
-	if err == nil && cfg.NATSURL == "" {
-		if derr := usableDir(cfg.EventDB); derr != nil {
-			err = fmt.Errorf("--eventdb %s: %w", cfg.EventDB, derr)
+	if err == nil && cfg.Bus.URL == "" {
+		if derr := usableDir(cfg.Bus.StoreDir); derr != nil {
+			err = fmt.Errorf("--eventdb %s: %w", cfg.Bus.StoreDir, derr)
 		}
 	}
 	if err != nil {
@@ -110,9 +111,9 @@ func run(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if cfg.NATSURL == "" && cfg.EventDB == broker.DefaultEventDB() {
+	if cfg.Bus.URL == "" && cfg.Bus.StoreDir == broker.DefaultEventDB() {
 		logger.Warn("the bus store is temporary: events and the previously-seen database are kept under the system temporary directory, "+
-			"which the system may clear and every user of this machine shares; give --eventdb DIR for a durable store", "eventdb", cfg.EventDB)
+			"which the system may clear and every user of this machine shares; give --eventdb DIR for a durable store", "eventdb", cfg.Bus.StoreDir)
 	}
 	b, err := broker.Start(ctx, cfg)
 	var locked *bus.StoreLockedError
@@ -240,8 +241,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.cmdTimeout, "cmd-timeout", stages.DefaultCmdTimeout, "longest one run of a --cmd may take; then it is killed and counts as failed")
 	fs.IntVar(&o.cmdPool, "cmd-pool", stages.DefaultCmdPool, "runs of one --cmd under way at once")
 	fs.IntVar(&o.stageRetries, "stage-retries", stages.DefaultMaxRetries, "retries of a failing handler, with growing pauses, before the event is dead-lettered (0: none)")
-	fs.IntVar(&o.receivePort, "receive-port", 8098, "port of the default receive endpoint (Comet 2012)")
-	fs.IntVar(&o.castPort, "broadcast-port", 8099, "port of the default broadcast endpoint (Comet 2012)")
+	fs.IntVar(&o.receivePort, "receive-port", vtp.DefaultReceivePort, "port of the default receive endpoint (Comet 2012)")
+	fs.IntVar(&o.castPort, "broadcast-port", vtp.DefaultBroadcastPort, "port of the default broadcast endpoint (Comet 2012)")
 	fs.StringVar(&o.localIVO, "local-ivo", "", "this broker's IVOA identifier (required with --receive or --broadcast)")
 	fs.StringVar(&o.eventDB, "eventdb", broker.DefaultEventDB(), "directory of the embedded bus: stored events and the previously-seen database")
 	for _, n := range []string{"receive-whitelist", "whitelist", "author-whitelist"} {
@@ -340,22 +341,28 @@ func regroup(args []string) []string {
 
 func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	cfg := broker.Config{
-		LocalIVO:         o.localIVO,
-		Node:             o.node,
-		Version:          version,
-		EventDB:          o.eventDB,
-		NATSURL:          o.nats.url,
-		NATSListen:       o.natsListen,
-		SyncAlways:       o.syncAlways,
-		MaxEventSize:     o.maxEventSize,
-		ReceiveTimeout:   o.receiveTimeout,
-		IAmAliveInterval: o.iamaliveInterval,
-		TestInterval:     time.Duration(o.testInterval) * time.Second,
-		Grace:            o.grace,
-		QueueLen:         o.queueLen,
-		MaxUnacked:       o.maxUnacked,
-		WriteTimeout:     o.writeTimeout,
-		Logger:           logger,
+		LocalIVO:     o.localIVO,
+		Node:         o.node,
+		Version:      version,
+		MaxEventSize: o.maxEventSize,
+		Bus: bus.Config{
+			StoreDir:   o.eventDB,
+			URL:        o.nats.url,
+			Listen:     o.natsListen,
+			SyncAlways: o.syncAlways,
+		},
+		Receiver: ingress.ReceiverConfig{
+			Timeout: o.receiveTimeout,
+		},
+		Broadcaster: egress.Config{
+			IAmAliveInterval: o.iamaliveInterval,
+			TestInterval:     time.Duration(o.testInterval) * time.Second,
+			Grace:            o.grace,
+			QueueLen:         o.queueLen,
+			MaxUnacked:       o.maxUnacked,
+			WriteTimeout:     o.writeTimeout,
+		},
+		Logger: logger,
 	}
 	actions := append([]string(nil), o.actions...)
 	if o.printEvent {
@@ -391,6 +398,7 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		CmdTimeout: o.cmdTimeout,
 		CmdPool:    o.cmdPool,
 		MaxRetries: retries,
+		Logger:     logger,
 	}
 	if o.localIVO == "" && (o.receive.set || o.broadcast.set) {
 		return cfg, usageError{"IVOA identifier required (--local-ivo)"}
@@ -421,10 +429,10 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		return cfg, usageError{"--replicas must be between 1 and 5 (JetStream's limit)"}
 	}
 	var err error
-	if cfg.NATSCreds, cfg.NATSTLS, err = o.nats.connection(); err != nil {
+	if cfg.Bus.CredsFile, cfg.Bus.TLS, err = o.nats.connection(); err != nil {
 		return cfg, usageError{err.Error()}
 	}
-	cfg.Replicas = o.replicas
+	cfg.Bus.Replicas = o.replicas
 	if cfg.Receive, err = endpoints(o.receive, o.receivePort); err != nil {
 		return cfg, err
 	}
@@ -432,7 +440,7 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		return cfg, err
 	}
 	for _, t := range o.subscribe {
-		ep, err := endpoint.ParseClient(t, 8099)
+		ep, err := endpoint.ParseClient(t, vtp.DefaultBroadcastPort)
 		if err != nil {
 			return cfg, usageError{err.Error()}
 		}
@@ -443,7 +451,7 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 			return cfg, usageError{fmt.Sprintf("invalid XPath expression: %v", err)}
 		}
 	}
-	cfg.Filters = o.filters
+	cfg.Subscriber.Filters = o.filters
 	if err := checkFilterBudget(o.filterBudget); err != nil {
 		return cfg, usageError{err.Error()}
 	}
@@ -451,10 +459,17 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if o.maxConns < 0 || o.maxPerPeer < 0 {
 		return cfg, usageError{"--max-connections and --max-connections-per-peer must be >= 0"}
 	}
-	cfg.MaxConns, cfg.MaxConnsPerPeer = o.maxConns, o.maxPerPeer
-	var err2 error
-	if cfg.ReceiveWhitelist, cfg.BroadcastWhitelist, err2 = o.whitelists(); err2 != nil {
-		return cfg, usageError{err2.Error()}
+	limits := accept.Limits{MaxConns: o.maxConns, MaxConnsPerPeer: o.maxPerPeer}
+	cfg.Receiver.Limits, cfg.Broadcaster.Limits = limits, limits
+	recv, cast, err := o.whitelists()
+	if err == nil {
+		cfg.Receiver.Whitelist, err = whitelistOf(recv)
+	}
+	if err == nil {
+		cfg.Broadcaster.Whitelist, err = whitelistOf(cast)
+	}
+	if err != nil {
+		return cfg, usageError{err.Error()}
 	}
 	if o.trust, err = o.openpgp(&cfg); err != nil {
 		return cfg, err
@@ -484,6 +499,15 @@ func (o *options) whitelists() (receive, broadcast []string, err error) {
 	}
 	broadcast, err = combine(o.broadcastWL, o.castWLFile)
 	return receive, broadcast, err
+}
+
+// whitelistOf is the list of networks; nil for none given (the broker's
+// default allows everyone).
+func whitelistOf(nets []string) (*whitelist.List, error) {
+	if nets == nil {
+		return nil, nil
+	}
+	return whitelist.New(nets)
 }
 
 func endpoints(m multiOpt, defaultPort int) ([]endpoint.Endpoint, error) {

@@ -36,11 +36,11 @@ func TestOptionsBuildTheConfig(t *testing.T) {
 	if len(cfg.Broadcast) != 1 || cfg.Broadcast[0].Address != ":9099" {
 		t.Errorf("broadcast endpoints %v", cfg.Broadcast)
 	}
-	if !reflect.DeepEqual(cfg.ReceiveWhitelist, []string{"127.0.0.1/32", "10.0.0.0/255.0.0.0"}) {
-		t.Errorf("receive whitelist %q: repeated occurrences add up", cfg.ReceiveWhitelist)
+	if got := cfg.Receiver.Whitelist.Networks(); !reflect.DeepEqual(got, []string{"127.0.0.1/32", "10.0.0.0/8"}) {
+		t.Errorf("receive whitelist %q: repeated occurrences add up", got)
 	}
-	if cfg.BroadcastWhitelist == nil || len(cfg.BroadcastWhitelist) != 0 {
-		t.Errorf("broadcast whitelist given without value must be empty (refuse all), got %q", cfg.BroadcastWhitelist)
+	if cfg.Broadcaster.Whitelist == nil || len(cfg.Broadcaster.Whitelist.Networks()) != 0 {
+		t.Errorf("broadcast whitelist given without value must be empty (refuse all), got %v", cfg.Broadcaster.Whitelist)
 	}
 }
 

@@ -45,7 +45,7 @@ func (o *options) openpgp(cfg *broker.Config) (*signature.Trust, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--key-id %s: %w", o.keyID, err)
 		}
-		cfg.SignReplies = signer.Sign
+		cfg.Subscriber.Sign = signer.Sign
 	}
 	if !o.senderAuth && !o.subAuth {
 		return nil, nil
@@ -55,11 +55,11 @@ func (o *options) openpgp(cfg *broker.Config) (*signature.Trust, error) {
 		return nil, err
 	}
 	if o.senderAuth {
-		cfg.VerifyEvent = trust.EventSigner
+		cfg.Receiver.VerifySignature = trust.EventSigner
 	}
 	if o.subAuth {
-		cfg.VerifySubscriber = trust.SubscriberSigner
-		cfg.AuthTimeout = o.authTimeout
+		cfg.Broadcaster.VerifySubscriber = trust.SubscriberSigner
+		cfg.Broadcaster.AuthTimeout = o.authTimeout
 	}
 	return trust, nil
 }

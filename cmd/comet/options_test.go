@@ -72,19 +72,19 @@ func TestOpenPGPOptionsSetTheHooks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.VerifyEvent == nil || cfg.VerifySubscriber == nil || cfg.SignReplies == nil || o.trust == nil {
+		if cfg.Receiver.VerifySignature == nil || cfg.Broadcaster.VerifySubscriber == nil || cfg.Subscriber.Sign == nil || o.trust == nil {
 			t.Fatalf("hooks not all set: %+v", cfg)
 		}
-		signed, err := cfg.SignReplies([]byte(`<?xml version="1.0"?>` + "\n" + `<trn:Transport xmlns:trn="http://telescope-networks.org/schema/Transport/v1.1" role="authenticate" version="1.0"/>` + "\n"))
+		signed, err := cfg.Subscriber.Sign([]byte(`<?xml version="1.0"?>` + "\n" + `<trn:Transport xmlns:trn="http://telescope-networks.org/schema/Transport/v1.1" role="authenticate" version="1.0"/>` + "\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Signed by the author key, which is trusted: a subscriber reply
 		// passes; as an event it has no AuthorIVORN and fails the identity rule.
-		if signer, err := cfg.VerifySubscriber(signed); err != nil || !strings.Contains(signer, "486658CA5AAD0680E4D75E445EFA82579802FF2D") {
+		if signer, err := cfg.Broadcaster.VerifySubscriber(signed); err != nil || !strings.Contains(signer, "486658CA5AAD0680E4D75E445EFA82579802FF2D") {
 			t.Errorf("VerifySubscriber: %q %v", signer, err)
 		}
-		if _, err := cfg.VerifyEvent(signed, ""); err == nil {
+		if _, err := cfg.Receiver.VerifySignature(signed, ""); err == nil {
 			t.Error("VerifyEvent accepted a document without AuthorIVORN")
 		}
 	}

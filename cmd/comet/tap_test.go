@@ -45,13 +45,12 @@ const testdataDir = "../../testdata"
 func startBroker(t testing.TB) (*broker.Broker, string) {
 	t.Helper()
 	b, err := broker.Start(context.Background(), broker.Config{
-		Receive:    []endpoint.Endpoint{{Network: "tcp", Address: "127.0.0.1:0"}},
-		NATSListen: "127.0.0.1:0",
-		LocalIVO:   "ivo://test.broker/comet",
-		Node:       "tap-test",
-		Version:    "test",
-		EventDB:    t.TempDir(),
-		Logger:     vtptest.Logger(t, slog.LevelWarn),
+		Receive:  []endpoint.Endpoint{{Network: "tcp", Address: "127.0.0.1:0"}},
+		LocalIVO: "ivo://test.broker/comet",
+		Node:     "tap-test",
+		Version:  "test",
+		Bus:      bus.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"},
+		Logger:   vtptest.Logger(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)

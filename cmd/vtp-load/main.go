@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,8 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	var (
-		receive   = fs.String("receive", "127.0.0.1:8098", "broker's event submission (author) `address`es, comma-separated")
-		broadcast = fs.String("broadcast", "127.0.0.1:8099", "broker's subscription `address`")
+		receive   = fs.String("receive", net.JoinHostPort("127.0.0.1", strconv.Itoa(vtp.DefaultReceivePort)), "broker's event submission (author) `address`es, comma-separated")
+		broadcast = fs.String("broadcast", net.JoinHostPort("127.0.0.1", strconv.Itoa(vtp.DefaultBroadcastPort)), "broker's subscription `address`")
 		n         = fs.Int("n", 10000, "number of events to submit")
 		c         = fs.Int("c", 32, "concurrent submitting workers (one connection each at a time)")
 		m         = fs.Int("m", 0, "subscribers to connect to -broadcast (0 = measure submission only)")

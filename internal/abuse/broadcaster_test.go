@@ -41,7 +41,7 @@ func (h *harness) dropped(peer string, d time.Duration) bool {
 // (or its writes time out, or too many events are unacknowledged) while
 // the others receive every event; the broker's memory stays bounded.
 func TestSubscriberThatNeverReads(t *testing.T) {
-	h := start(t, func(c *broker.Config) { c.QueueLen = 64; c.WriteTimeout = time.Second })
+	h := start(t, func(c *broker.Config) { c.Broadcaster.QueueLen = 64; c.Broadcaster.WriteTimeout = time.Second })
 	c := h.dialSubscriber()
 	c.(*net.TCPConn).SetReadBuffer(4096)
 	peer := c.LocalAddr().String()

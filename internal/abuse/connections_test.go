@@ -121,8 +121,8 @@ func TestThousandSilentConnections(t *testing.T) {
 	needFDs(t)
 	const timeout = 2 * time.Second
 	h := start(t, func(c *broker.Config) {
-		c.ReceiveTimeout = timeout
-		c.MaxConns, c.MaxConnsPerPeer = cmdMaxConns, cmdMaxConnsPerPeer
+		c.Receiver.Timeout = timeout
+		connLimits(c, cmdMaxConns, cmdMaxConnsPerPeer)
 	})
 	trickleEv, trickleIV := goodEvent("trickle")
 	trickled := make(chan error, 1)
@@ -215,8 +215,8 @@ func TestListenerConnectionLimit(t *testing.T) {
 	needFDs(t)
 	const timeout, limit = 2 * time.Second, 300
 	h := start(t, func(c *broker.Config) {
-		c.ReceiveTimeout = timeout
-		c.MaxConns, c.MaxConnsPerPeer = limit, cmdMaxConnsPerPeer
+		c.Receiver.Timeout = timeout
+		connLimits(c, limit, cmdMaxConnsPerPeer)
 	})
 	hs := holdConns(t, h.recv(), sources(10, 4), 250, nil)
 	// While the listener is full a good author is refused like anyone
@@ -256,7 +256,7 @@ func TestListenerConnectionLimit(t *testing.T) {
 // default per-source limit applies as in production.
 func TestThousandSimultaneousAuthors(t *testing.T) {
 	needFDs(t)
-	h := start(t, func(c *broker.Config) { c.MaxConns, c.MaxConnsPerPeer = cmdMaxConns, cmdMaxConnsPerPeer })
+	h := start(t, func(c *broker.Config) { connLimits(c, cmdMaxConns, cmdMaxConnsPerPeer) })
 	lat, ivorns, err := thousandAuthors(h.recv())
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +329,7 @@ func BenchmarkThousandAuthors(b *testing.B) {
 		b.Skip(noFileErr)
 	}
 	h := start(b, func(c *broker.Config) {
-		c.MaxConns, c.MaxConnsPerPeer = cmdMaxConns, cmdMaxConnsPerPeer
+		connLimits(c, cmdMaxConns, cmdMaxConnsPerPeer)
 		c.Broadcast = nil
 	})
 	var worst, sum time.Duration
@@ -353,7 +353,7 @@ func BenchmarkThousandAuthors(b *testing.B) {
 // timeout) until the keep-alive drops them.
 func TestStalledAnnouncedFramesDoNotPinMemory(t *testing.T) {
 	needFDs(t)
-	h := start(t, func(c *broker.Config) { c.MaxConns, c.MaxConnsPerPeer = cmdMaxConns, cmdMaxConnsPerPeer })
+	h := start(t, func(c *broker.Config) { connLimits(c, cmdMaxConns, cmdMaxConnsPerPeer) })
 	announce := append(prefix(vtp.DefaultMaxFrame), '<') // 5 bytes sent, 99,999 announced
 	heap := func() int64 {
 		runtime.GC()

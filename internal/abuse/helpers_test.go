@@ -19,12 +19,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
+	"github.com/comet-go/comet/whitelist"
 )
 
 const (
@@ -100,6 +102,21 @@ func (l *logBuf) WaitCount(s string, n int, d time.Duration) bool {
 	return waitUntil(d, func() bool { return l.Count(s) >= n })
 }
 
+// connLimits sets the connection limits of both listeners, as
+// --max-connections and --max-connections-per-peer do.
+func connLimits(c *broker.Config, total, perPeer int) {
+	l := accept.Limits{MaxConns: total, MaxConnsPerPeer: perPeer}
+	c.Receiver.Limits, c.Broadcaster.Limits = l, l
+}
+
+func mustWhitelist(nets []string) *whitelist.List {
+	l, err := whitelist.New(nets)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
 // harness is one in-process broker with a normal subscriber and a tap.
 type harness struct {
 	t    testing.TB
@@ -121,7 +138,7 @@ func start(t testing.TB, mutate func(*broker.Config)) *harness {
 		LocalIVO:  localIVO,
 		Node:      "abuse",
 		Version:   "abuse",
-		EventDB:   t.TempDir(),
+		Bus:       bus.Config{StoreDir: t.TempDir()},
 		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	if mutate != nil {

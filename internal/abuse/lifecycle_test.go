@@ -18,8 +18,8 @@ import (
 // neither races nor loses a submission.
 func TestReloadWhitelists(t *testing.T) {
 	h := start(t, func(c *broker.Config) {
-		c.ReceiveWhitelist = []string{"127.0.0.1/32"}
-		c.BroadcastWhitelist = []string{"127.0.0.1/32"}
+		c.Receiver.Whitelist = mustWhitelist([]string{"127.0.0.1/32"})
+		c.Broadcaster.Whitelist = mustWhitelist([]string{"127.0.0.1/32"})
 	})
 	one := &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}
 	two := &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}

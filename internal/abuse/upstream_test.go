@@ -56,8 +56,8 @@ func TestHostileUpstreams(t *testing.T) {
 		for _, u := range ups {
 			c.Subscribe = append(c.Subscribe, endpoint.Endpoint{Network: "tcp", Address: u.Addr()})
 		}
-		c.SubscribeInactivity = inactivity
-		c.SubscribeBackoff = func(int) time.Duration { return 50 * time.Millisecond }
+		c.Subscriber.InactivityTimeout = inactivity
+		c.Subscriber.Backoff = func(int) time.Duration { return 50 * time.Millisecond }
 	})
 	for name, u := range ups {
 		if !u.WaitFor(5*time.Second, func(u *vtptest.Upstream) bool { return u.Accepts() >= 1 }) {

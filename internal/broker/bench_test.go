@@ -104,7 +104,7 @@ func BenchmarkSubmitSigned(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			br := start(b, func(c *broker.Config) {
 				c.Logger = quietLogger()
-				c.VerifyEvent = bc.verify
+				c.Receiver.VerifySignature = bc.verify
 			})
 			run := time.Now().UnixNano()
 			events := make([][]byte, b.N)

@@ -5,83 +5,119 @@
 package broker
 
 import (
+	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"sync"
-	"time"
 
-	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
 )
 
-// Config is everything a broker process needs. Zero durations and sizes
-// take the documented defaults of the package that uses them.
+// Config is everything a broker process needs: the endpoints, the settings
+// every part shares, and each part's own configuration, whose zero values
+// take the defaults of its package when the part is built.
 type Config struct {
 	Receive   []endpoint.Endpoint // receiver listeners (authors)
 	Broadcast []endpoint.Endpoint // broadcaster listeners (subscribers)
 	Subscribe []endpoint.Endpoint // upstream brokers to subscribe to
-	Filters   []string            // XPath filters sent upstream, and applied to what comes back (already checked)
 
+	// Shared settings. Start copies them into the parts (the parts' own
+	// LocalIVO, Node, Version, MaxFrame, FilterBudget and the bus's
+	// MaxPayload), which must be left zero or equal.
+	LocalIVO string
+	Node     string // bus headers and the egress consumer name; default: the host name
+	Version  string
+	// MaxEventSize is the largest event received, relayed and stored, in
+	// bytes; 0 = vtp.DefaultMaxFrame.
+	MaxEventSize int
 	// FilterBudget is the evaluation steps one filter may take on one
-	// event, for subscribers' filters and Filters; 0 = filter.DefaultBudget.
+	// event, for subscribers' filters and for the Subscriber's own; 0 =
+	// filter.DefaultBudget.
 	FilterBudget int
 
-	LocalIVO string
-	Node     string // node name: bus headers and the egress consumer name
-	Version  string
-
-	EventDB    string      // embedded JetStream store directory
-	NATSURL    string      // external bus; empty = embedded
-	NATSListen string      // expose the embedded bus on host:port; empty = in-process only
-	NATSCreds  string      // credentials file for the external bus (optional)
-	NATSTLS    *tls.Config // TLS towards the external bus (optional)
-	Replicas   int         // replicas of the stream and the bucket on a cluster; 0 = 1
-	SyncAlways bool        // fsync every bus write (survives power loss, slower)
-
-	MaxEventSize       int      // largest frame accepted and relayed
-	MaxConns           int      // open connections per listener; 0 = unlimited
-	MaxConnsPerPeer    int      // open connections per listener from one source address; 0 = unlimited
-	ReceiveWhitelist   []string // nil = whitelist.Default
-	BroadcastWhitelist []string // nil = whitelist.Default
-
-	ReceiveTimeout   time.Duration
-	IAmAliveInterval time.Duration
-	TestInterval     time.Duration // 0 = no test events
-	Grace            time.Duration
-	QueueLen         int
-	MaxUnacked       int
-	WriteTimeout     time.Duration
-
-	// Stages are the event handlers (--action, --print-event, --save-event,
-	// --cmd), each a durable consumer of the bus.
+	Bus         bus.Config             // the event store (embedded or external NATS)
+	Receiver    ingress.ReceiverConfig // authors' submissions (Receive)
+	Broadcaster egress.Config          // subscribers (Broadcast) and the relay feeding them
+	Subscriber  ingress.SubscriberConfig
+	// Stages are the event handlers (--action, --print-event,
+	// --save-event, --cmd), each a durable consumer of the bus.
 	Stages stages.Config
 
-	// OpenPGP (docs/openpgp.md); nil = off. VerifyEvent checks authors'
-	// submissions (--sender-auth), VerifySubscriber the authenticate
-	// replies of subscribers (--subscriber-auth), and SignReplies signs
-	// this broker's authenticate replies to upstream brokers (--key-id).
-	VerifyEvent      func(payload []byte, author string) (signer string, err error)
-	VerifySubscriber func(msg []byte) (signer string, err error)
-	SignReplies      func(msg []byte) ([]byte, error)
-	AuthTimeout      time.Duration // subscribers' time to authenticate; 0 = egress default
-
-	// Upstream subscriptions; zero values take ingress's defaults.
-	SubscribeHealthyAfter time.Duration
-	SubscribeBackoff      func(n int) time.Duration
-	SubscribeInactivity   time.Duration
-
+	// Logger is the process log; each part whose own Logger is nil logs
+	// to it with a "component" attribute.
 	Logger *slog.Logger
+}
+
+// share copies a shared setting into a part, refusing a part that was
+// given another value of its own.
+func share[T comparable](part *T, value T, what string) error {
+	var zero T
+	if *part != zero && *part != value {
+		return fmt.Errorf("broker: %s is %v but the broker's setting is %v; set the broker's", what, *part, value)
+	}
+	*part = value
+	return nil
+}
+
+// setDefaults resolves the shared settings and hands them to the parts.
+func (c *Config) setDefaults() error {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
+	if c.MaxEventSize == 0 {
+		c.MaxEventSize = vtp.DefaultMaxFrame
+	}
+	if c.MaxEventSize < 0 || c.FilterBudget < 0 {
+		return fmt.Errorf("broker: MaxEventSize %d or FilterBudget %d is negative", c.MaxEventSize, c.FilterBudget)
+	}
+	c.FilterBudget = cmp.Or(c.FilterBudget, filter.DefaultBudget)
+	component := func(l **slog.Logger, name string) {
+		if *l == nil {
+			*l = c.Logger.With("component", name)
+		}
+	}
+	component(&c.Bus.Logger, "bus")
+	component(&c.Receiver.Logger, "receiver")
+	component(&c.Broadcaster.Logger, "broadcaster")
+	component(&c.Subscriber.Logger, "subscriber")
+	component(&c.Stages.Logger, "stages")
+	// Whitelists exist even when they allow everyone, so that Reload has
+	// lists to change.
+	if c.Receiver.Whitelist == nil {
+		c.Receiver.Whitelist = whitelist.MustDefault()
+	}
+	if c.Broadcaster.Whitelist == nil {
+		c.Broadcaster.Whitelist = whitelist.MustDefault()
+	}
+	return errors.Join(
+		share(&c.Bus.Node, c.Node, "Bus.Node"),
+		share(&c.Bus.MaxPayload, c.MaxEventSize, "Bus.MaxPayload"),
+		share(&c.Receiver.LocalIVO, c.LocalIVO, "Receiver.LocalIVO"),
+		share(&c.Receiver.Node, c.Node, "Receiver.Node"),
+		share(&c.Receiver.MaxFrame, c.MaxEventSize, "Receiver.MaxFrame"),
+		share(&c.Broadcaster.LocalIVO, c.LocalIVO, "Broadcaster.LocalIVO"),
+		share(&c.Broadcaster.Version, c.Version, "Broadcaster.Version"),
+		share(&c.Broadcaster.MaxFrame, c.MaxEventSize, "Broadcaster.MaxFrame"),
+		share(&c.Broadcaster.FilterBudget, c.FilterBudget, "Broadcaster.FilterBudget"),
+		share(&c.Subscriber.LocalIVO, c.LocalIVO, "Subscriber.LocalIVO"),
+		share(&c.Subscriber.Node, c.Node, "Subscriber.Node"),
+		share(&c.Subscriber.MaxFrame, c.MaxEventSize, "Subscriber.MaxFrame"),
+		share(&c.Subscriber.FilterBudget, c.FilterBudget, "Subscriber.FilterBudget"),
+	)
 }
 
 // Broker is a running broker.
@@ -92,8 +128,7 @@ type Broker struct {
 	stages      *stages.Runner
 	receiver    *ingress.Receiver
 	broadcaster *egress.Broadcaster
-	recvWL      *whitelist.List
-	castWL      *whitelist.List
+	upstreams   []*ingress.Subscription
 	recvLns     []net.Listener
 	castLns     []net.Listener
 	cancel      context.CancelFunc
@@ -105,30 +140,17 @@ type Broker struct {
 	shutdownErr  error
 }
 
-// Start opens the bus, binds every listener (failing fast if one cannot be
-// bound) and starts serving.
+// Start binds every listener (failing fast if one cannot be bound), opens
+// the bus, builds the roles and starts serving.
 func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	handlers := len(cfg.Stages.Actions) + len(cfg.Stages.Commands) + len(cfg.Stages.Stages)
 	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 && len(cfg.Subscribe) == 0 && handlers == 0 {
 		return nil, errors.New("no services requested: give --receive, --broadcast, --subscribe and/or handlers")
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
-	if cfg.MaxEventSize <= 0 {
-		cfg.MaxEventSize = vtp.DefaultMaxFrame
-	}
-	recvWL, err := whitelistOf(cfg.ReceiveWhitelist)
-	if err != nil {
-		return nil, fmt.Errorf("receive whitelist: %w", err)
-	}
-	castWL, err := whitelistOf(cfg.BroadcastWhitelist)
-	if err != nil {
-		return nil, fmt.Errorf("broadcast whitelist: %w", err)
-	}
-	b := &Broker{cfg: cfg, log: log, errs: make(chan error, 8), recvWL: recvWL, castWL: castWL}
-	limits := accept.Limits{MaxConns: cfg.MaxConns, MaxConnsPerPeer: cfg.MaxConnsPerPeer}
+	b := &Broker{cfg: cfg, log: cfg.Logger, errs: make(chan error, 8)}
 
 	// Listeners first: a port in use should fail before the bus is touched.
 	for _, ep := range cfg.Receive {
@@ -147,20 +169,13 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		}
 		b.castLns = append(b.castLns, ln)
 	}
-
-	b.bus, err = bus.Open(ctx, bus.Config{
-		StoreDir:   cfg.EventDB,
-		URL:        cfg.NATSURL,
-		Listen:     cfg.NATSListen,
-		CredsFile:  cfg.NATSCreds,
-		TLS:        cfg.NATSTLS,
-		Replicas:   cfg.Replicas,
-		Node:       cfg.Node,
-		MaxPayload: cfg.MaxEventSize,
-		SyncAlways: cfg.SyncAlways,
-		Logger:     log.With("component", "bus"),
-	})
-	if err != nil {
+	var err error
+	if b.bus, err = bus.Open(ctx, cfg.Bus); err != nil {
+		b.closeListeners()
+		return nil, err
+	}
+	if err := b.build(); err != nil {
+		b.bus.Close()
 		b.closeListeners()
 		return nil, err
 	}
@@ -168,11 +183,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	if handlers > 0 {
-		scfg := cfg.Stages
-		if scfg.Logger == nil {
-			scfg.Logger = log.With("component", "stages")
-		}
-		b.stages, err = stages.Start(runCtx, b.bus, scfg)
+		b.stages, err = stages.Start(runCtx, b.bus, cfg.Stages)
 		if err != nil {
 			cancel()
 			b.bus.Close()
@@ -180,40 +191,10 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			return nil, err
 		}
 	}
-	if len(b.recvLns) > 0 {
-		b.receiver = &ingress.Receiver{
-			Store:     b.bus,
-			LocalIVO:  cfg.LocalIVO,
-			Node:      cfg.Node,
-			Whitelist: recvWL,
-			Limits:    limits,
-			Logger:    log.With("component", "receiver"),
-			Timeout:   cfg.ReceiveTimeout,
-			MaxFrame:  cfg.MaxEventSize,
-
-			VerifySignature: cfg.VerifyEvent,
-		}
-		for _, ln := range b.recvLns {
-			b.serve(&b.listening, func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
-		}
+	for _, ln := range b.recvLns {
+		b.serve(&b.listening, func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
 	}
-	if len(b.castLns) > 0 {
-		b.broadcaster = &egress.Broadcaster{
-			LocalIVO:         cfg.LocalIVO,
-			Whitelist:        castWL,
-			Limits:           limits,
-			Logger:           log.With("component", "broadcaster"),
-			Version:          cfg.Version,
-			IAmAliveInterval: cfg.IAmAliveInterval,
-			TestInterval:     cfg.TestInterval,
-			MaxUnacked:       cfg.MaxUnacked,
-			QueueLen:         cfg.QueueLen,
-			WriteTimeout:     cfg.WriteTimeout,
-			MaxFrame:         cfg.MaxEventSize,
-			FilterBudget:     cfg.FilterBudget,
-			VerifySubscriber: cfg.VerifySubscriber,
-			AuthTimeout:      cfg.AuthTimeout,
-		}
+	if b.broadcaster != nil {
 		for _, ln := range b.castLns {
 			b.serve(&b.listening, func() error { return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
 		}
@@ -221,33 +202,41 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		relay := &egress.Relay{
 			Source:      b.bus,
 			Durable:     ConsumerName(cfg.Node),
-			Grace:       cfg.Grace,
 			Broadcaster: b.broadcaster,
-			Logger:      log.With("component", "relay"),
+			Logger:      cfg.Logger.With("component", "relay"),
 		}
 		b.serve(&b.running, func() error { return relay.Run(runCtx) }, nil)
 	}
-	for _, ep := range cfg.Subscribe {
-		sub := &ingress.Subscription{
-			Target:            ep,
-			Store:             b.bus,
-			LocalIVO:          cfg.LocalIVO,
-			Filters:           cfg.Filters,
-			FilterBudget:      cfg.FilterBudget,
-			Node:              cfg.Node,
-			Logger:            log.With("component", "subscriber"),
-			InactivityTimeout: cfg.SubscribeInactivity,
-			HealthyAfter:      cfg.SubscribeHealthyAfter,
-			MaxFrame:          cfg.MaxEventSize,
-			Backoff:           cfg.SubscribeBackoff,
-			Sign:              cfg.SignReplies,
-		}
+	for _, sub := range b.upstreams {
 		b.serve(&b.running, func() error { sub.Run(runCtx); return nil }, nil)
 	}
-	log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
-		"sender_auth", cfg.VerifyEvent != nil, "subscriber_auth", cfg.VerifySubscriber != nil, "signing", cfg.SignReplies != nil,
+	b.log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
+		"sender_auth", cfg.Receiver.VerifySignature != nil, "subscriber_auth", cfg.Broadcaster.VerifySubscriber != nil,
+		"signing", cfg.Subscriber.Sign != nil,
 		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "bus", b.bus.Describe())
 	return b, nil
+}
+
+// build makes the roles the configuration asks for, on the open bus.
+func (b *Broker) build() (err error) {
+	if len(b.recvLns) > 0 {
+		if b.receiver, err = ingress.NewReceiver(b.bus, b.cfg.Receiver); err != nil {
+			return err
+		}
+	}
+	if len(b.castLns) > 0 {
+		if b.broadcaster, err = egress.New(b.cfg.Broadcaster); err != nil {
+			return err
+		}
+	}
+	for _, ep := range b.cfg.Subscribe {
+		sub, err := ingress.NewSubscription(ep, b.bus, b.cfg.Subscriber)
+		if err != nil {
+			return err
+		}
+		b.upstreams = append(b.upstreams, sub)
+	}
+	return nil
 }
 
 // ConsumerName is the durable bus consumer of a node's broadcaster:
@@ -287,9 +276,10 @@ func (b *Broker) Reload(receive, broadcast []string) error {
 	if _, err := whitelist.New(broadcast); err != nil {
 		return fmt.Errorf("broadcast whitelist: %w", err)
 	}
-	b.recvWL.Set(receive)
-	b.castWL.Set(broadcast)
-	b.log.Info("whitelists reloaded", "receive", b.recvWL.Networks(), "broadcast", b.castWL.Networks())
+	recvWL, castWL := b.cfg.Receiver.Whitelist, b.cfg.Broadcaster.Whitelist
+	recvWL.Set(receive)
+	castWL.Set(broadcast)
+	b.log.Info("whitelists reloaded", "receive", recvWL.Networks(), "broadcast", castWL.Networks())
 	return nil
 }
 
@@ -348,13 +338,6 @@ func (b *Broker) closeListeners() {
 	for _, ln := range append(b.recvLns, b.castLns...) {
 		ln.Close()
 	}
-}
-
-func whitelistOf(specs []string) (*whitelist.List, error) {
-	if specs == nil {
-		specs = whitelist.Default
-	}
-	return whitelist.New(specs)
 }
 
 func addrList(lns []net.Listener) []net.Addr {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
@@ -24,6 +25,7 @@ import (
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
+	"github.com/comet-go/comet/whitelist"
 )
 
 const (
@@ -32,6 +34,14 @@ const (
 	replyTimeout = 10 * time.Second
 	deliveryWait = 10 * time.Second
 )
+
+func mustWhitelist(nets []string) *whitelist.List {
+	l, err := whitelist.New(nets)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
 
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -46,7 +56,7 @@ func start(t testing.TB, mutate func(*broker.Config)) *broker.Broker {
 		LocalIVO:  localIVO,
 		Node:      "test",
 		Version:   "test",
-		EventDB:   t.TempDir(),
+		Bus:       bus.Config{StoreDir: t.TempDir()},
 		Logger:    vtptest.Logger(t, slog.LevelInfo),
 	}
 	if mutate != nil {
@@ -251,7 +261,7 @@ func TestFilterWorkedExamplesThroughSubscribers(t *testing.T) {
 // A subscriber that never reads is dropped once its bounded queue fills,
 // while another keeps receiving every event; memory stays bounded.
 func TestSubscriberThatNeverReadsIsDroppedOthersGetEverything(t *testing.T) {
-	b := start(t, func(c *broker.Config) { c.QueueLen = 32; c.WriteTimeout = 2 * time.Second })
+	b := start(t, func(c *broker.Config) { c.Broadcaster.QueueLen = 32; c.Broadcaster.WriteTimeout = 2 * time.Second })
 	good := subscribe(t, b, vtptest.Comet)
 	subscribe(t, b, vtptest.Silent)
 	if n := b.Broadcaster().Subscribers(); n != 2 {
@@ -302,8 +312,8 @@ func TestSubscriberThatNeverReadsIsDroppedOthersGetEverything(t *testing.T) {
 // Whitelists refuse peers outside them at accept, with no bytes sent.
 func TestWhitelistsRefusePeersOutside(t *testing.T) {
 	b := start(t, func(c *broker.Config) {
-		c.ReceiveWhitelist = []string{"127.0.0.1/32"}
-		c.BroadcastWhitelist = []string{"127.0.0.1/255.255.255.255"}
+		c.Receiver.Whitelist = mustWhitelist([]string{"127.0.0.1/32"})
+		c.Broadcaster.Whitelist = mustWhitelist([]string{"127.0.0.1/255.255.255.255"})
 	})
 	outside := &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
 	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/wl#1")
@@ -329,7 +339,7 @@ func TestWhitelistsRefusePeersOutside(t *testing.T) {
 // namespace, local timestamps, one-line documents) stays subscribed across
 // iamalive rounds and receives events.
 func TestPygcnPeerStaysSubscribedAcrossIAmAliveRounds(t *testing.T) {
-	b := start(t, func(c *broker.Config) { c.IAmAliveInterval = 100 * time.Millisecond })
+	b := start(t, func(c *broker.Config) { c.Broadcaster.IAmAliveInterval = 100 * time.Millisecond })
 	p := subscribe(t, b, vtptest.Pygcn)
 	if !p.WaitRole(vtp.RoleIAmAlive, 6, 5*time.Second) {
 		t.Fatalf("got %d transport messages", len(p.Transport()))
@@ -352,7 +362,7 @@ func TestPygcnPeerStaysSubscribedAcrossIAmAliveRounds(t *testing.T) {
 // Comet's drop rules: an unanswered iamalive, too many unacknowledged
 // events, a nak.
 func TestSubscribersThatStopAnsweringAreDropped(t *testing.T) {
-	b := start(t, func(c *broker.Config) { c.IAmAliveInterval = 100 * time.Millisecond })
+	b := start(t, func(c *broker.Config) { c.Broadcaster.IAmAliveInterval = 100 * time.Millisecond })
 	mute := subscribe(t, b, vtptest.Mute)
 	noack := subscribe(t, b, vtptest.NoAck)
 	naker := subscribe(t, b, vtptest.Naker)
@@ -373,7 +383,7 @@ func TestSubscribersThatStopAnsweringAreDropped(t *testing.T) {
 // Test events go to subscribers through their filters, are schema-valid
 // and are neither recorded nor published on the bus.
 func TestTestEvents(t *testing.T) {
-	b := start(t, func(c *broker.Config) { c.TestInterval = 200 * time.Millisecond })
+	b := start(t, func(c *broker.Config) { c.Broadcaster.TestInterval = 200 * time.Millisecond })
 	noTests := subscribe(t, b, vtptest.Comet, `/*[local-name()="VOEvent" and @role!="test"]`)
 	base := len(noTests.Events()) // a tick may have beaten its filters
 	all := subscribe(t, b, vtptest.Comet)
@@ -481,8 +491,8 @@ func TestTwoBrokersShareAnExternalBus(t *testing.T) {
 	if url == "" {
 		t.Fatal("external server has no client URL")
 	}
-	a := start(t, func(c *broker.Config) { c.NATSURL = url; c.Node = "a"; c.EventDB = "" })
-	b := start(t, func(c *broker.Config) { c.NATSURL = url; c.Node = "b"; c.EventDB = "" })
+	a := start(t, func(c *broker.Config) { c.Bus.URL = url; c.Node = "a"; c.Bus.StoreDir = "" })
+	b := start(t, func(c *broker.Config) { c.Bus.URL = url; c.Node = "b"; c.Bus.StoreDir = "" })
 	sa := subscribe(t, a, vtptest.Comet)
 	sb := subscribe(t, b, vtptest.Comet)
 
@@ -522,7 +532,7 @@ func TestUnixSocketReceiver(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "receive.sock")
 	b := start(t, func(c *broker.Config) {
 		c.Receive = []endpoint.Endpoint{{Network: "unix", Address: sock}}
-		c.ReceiveWhitelist = []string{} // no TCP peer may submit
+		c.Receiver.Whitelist = mustWhitelist([]string{}) // no TCP peer may submit
 	})
 	s := subscribe(t, b, vtptest.Comet)
 	conn, err := net.Dial("unix", sock)
@@ -551,7 +561,10 @@ func TestUnixSocketReceiver(t *testing.T) {
 // closed at accept while other sources are served; past the listener's
 // limit everyone waits for a slot; a closed connection frees its slot.
 func TestConnectionLimits(t *testing.T) {
-	b := start(t, func(c *broker.Config) { c.MaxConns = 6; c.MaxConnsPerPeer = 4; c.ReceiveTimeout = 20 * time.Second })
+	b := start(t, func(c *broker.Config) {
+		c.Receiver.Limits = accept.Limits{MaxConns: 6, MaxConnsPerPeer: 4}
+		c.Receiver.Timeout = 20 * time.Second
+	})
 	dialFrom := func(ip string) net.Conn {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 		c, err := d.Dial("tcp", recvAddr(b))

@@ -225,7 +225,7 @@ func TestUpstreamFiltersAppliedLocally(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, up := filteredBroker(t, func(c *broker.Config) {
-				c.Filters = []string{f}
+				c.Subscriber.Filters = []string{f}
 				c.FilterBudget = tc.budget
 			})
 			s := subscribe(t, b, vtptest.Comet)

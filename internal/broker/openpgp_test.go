@@ -359,7 +359,7 @@ func TestOpenPGPSenderAuthVectorsThroughSocket(t *testing.T) {
 	}
 	for ci, col := range columns {
 		t.Run(col.name, func(t *testing.T) {
-			b := start(t, func(c *broker.Config) { c.VerifyEvent = col.check(t) })
+			b := start(t, func(c *broker.Config) { c.Receiver.VerifySignature = col.check(t) })
 			s := subscribe(t, b, vtptest.Comet)
 			var accepted [][]byte
 			signers := map[string]string{} // by payload: the rows share one ivorn
@@ -427,8 +427,8 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 	t.Run("signed reply, trusted={listener}: served with its filter", func(t *testing.T) {
 		log := &pgpLog{t: t}
 		b := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
-			c.AuthTimeout = 500 * time.Millisecond
+			c.Broadcaster.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
+			c.Broadcaster.AuthTimeout = 500 * time.Millisecond
 			c.Logger = logTo(log)
 		})
 		s := dialAuth(t, castAddr(b), listenerReply, nil)
@@ -464,8 +464,8 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 	refused := func(t *testing.T, trusted string, others []string, reply []byte, reason string) {
 		log := &pgpLog{t: t}
 		b := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = newTrust(t, []string{trusted}, others).SubscriberSigner
-			c.AuthTimeout = 20 * time.Second
+			c.Broadcaster.VerifySubscriber = newTrust(t, []string{trusted}, others).SubscriberSigner
+			c.Broadcaster.AuthTimeout = 20 * time.Second
 			c.Logger = logTo(log)
 		})
 		witness := dialAuth(t, castAddr(b), signedReply(t), nil)
@@ -519,8 +519,8 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 		const authTimeout = 500 * time.Millisecond
 		log := &pgpLog{t: t}
 		b := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
-			c.AuthTimeout = authTimeout
+			c.Broadcaster.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
+			c.Broadcaster.AuthTimeout = authTimeout
 			c.Logger = logTo(log)
 		})
 		good := dialAuth(t, castAddr(b), signedReply(t), nil)
@@ -574,7 +574,7 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 	upstream := func(t *testing.T) (*broker.Broker, *pgpLog) {
 		log := &pgpLog{t: t}
 		up := start(t, func(c *broker.Config) {
-			c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
+			c.Broadcaster.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
 			c.Logger = logTo(log)
 		})
 		return up, log
@@ -585,8 +585,8 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 			c.Subscribe = []endpoint.Endpoint{tcp(castAddr(up))}
 			c.LocalIVO = "ivo://test.broker/downstream"
 			c.Node = "downstream"
-			c.SubscribeBackoff = fastBackoff
-			c.SignReplies = sign
+			c.Subscriber.Backoff = fastBackoff
+			c.Subscriber.Sign = sign
 		})
 	}
 	t.Run("signed", func(t *testing.T) {
@@ -634,16 +634,16 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 // still verifies.
 func TestOpenPGPSignedEventRelayedThroughAuthenticatedHop(t *testing.T) {
 	a := start(t, func(c *broker.Config) {
-		c.VerifyEvent = newTrust(t, []string{"author"}, nil).EventSigner
-		c.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
+		c.Receiver.VerifySignature = newTrust(t, []string{"author"}, nil).EventSigner
+		c.Broadcaster.VerifySubscriber = newTrust(t, []string{"listener"}, nil).SubscriberSigner
 	})
 	b := start(t, func(c *broker.Config) {
 		c.Receive = nil
 		c.Subscribe = []endpoint.Endpoint{tcp(castAddr(a))}
 		c.LocalIVO = "ivo://test.broker/downstream"
 		c.Node = "downstream"
-		c.SubscribeBackoff = fastBackoff
-		c.SignReplies = listenerSign(t)
+		c.Subscriber.Backoff = fastBackoff
+		c.Subscriber.Sign = listenerSign(t)
 	})
 	if !waitUntil(10*time.Second, func() bool {
 		st := a.Broadcaster().Stats()
@@ -767,7 +767,7 @@ func TestOpenPGPBadSignaturesNakedBrokerKeepsServing(t *testing.T) {
 	garbage := signature.Append(ev("garbage"), []byte("-----BEGIN PGP SIGNATURE-----\n\nnot base64 at all!\n-----END PGP SIGNATURE-----\n"))
 	garbage64 := signature.Append(ev("garbage-base64"), []byte("-----BEGIN PGP SIGNATURE-----\n\nAAECAwQFBgcICQoLDA0ODw==\n-----END PGP SIGNATURE-----\n"))
 
-	b := start(t, func(c *broker.Config) { c.VerifyEvent = tr.EventSigner })
+	b := start(t, func(c *broker.Config) { c.Receiver.VerifySignature = tr.EventSigner })
 	s := subscribe(t, b, vtptest.Comet)
 	for _, tc := range []struct {
 		name    string

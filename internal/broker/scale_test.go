@@ -68,7 +68,7 @@ func TestRolesAloneShareOneExternalBus(t *testing.T) {
 			defer wg.Done()
 			b := start(t, func(c *broker.Config) {
 				c.Receive, c.Broadcast = loop, loop
-				c.NATSURL, c.EventDB = url, ""
+				c.Bus.URL, c.Bus.StoreDir = url, ""
 				c.Logger = quietLogger()
 				mutate(c)
 			})
@@ -163,12 +163,12 @@ func TestSameEventAtTwoIngressesAcceptedOnce(t *testing.T) {
 	url := externalBus(t)
 	in := func(node string) *broker.Broker {
 		return start(t, func(c *broker.Config) {
-			c.Broadcast, c.NATSURL, c.EventDB, c.Node, c.Logger = nil, url, "", node, quietLogger()
+			c.Broadcast, c.Bus.URL, c.Bus.StoreDir, c.Node, c.Logger = nil, url, "", node, quietLogger()
 		})
 	}
 	a, b := in("ingress-a"), in("ingress-b")
 	e := start(t, func(c *broker.Config) {
-		c.Receive, c.NATSURL, c.EventDB, c.Node, c.Logger = nil, url, "", "egress", quietLogger()
+		c.Receive, c.Bus.URL, c.Bus.StoreDir, c.Node, c.Logger = nil, url, "", "egress", quietLogger()
 	})
 	sub, err := vtptest.Dial(castAddr(e), vtptest.Comet)
 	if err != nil {
@@ -228,11 +228,11 @@ func TestSameEventAtTwoIngressesAcceptedOnce(t *testing.T) {
 func TestBacklogBurstDoesNotDropAHealthySubscriber(t *testing.T) {
 	url := externalBus(t)
 	ingress := start(t, func(c *broker.Config) {
-		c.Broadcast, c.NATSURL, c.EventDB, c.Node, c.Logger = nil, url, "", "ingress", quietLogger()
+		c.Broadcast, c.Bus.URL, c.Bus.StoreDir, c.Node, c.Logger = nil, url, "", "ingress", quietLogger()
 	})
 	egressCfg := func(c *broker.Config) {
-		c.Receive, c.NATSURL, c.EventDB, c.Node, c.Logger = nil, url, "", "egress", quietLogger()
-		c.Grace = 500 * time.Millisecond
+		c.Receive, c.Bus.URL, c.Bus.StoreDir, c.Node, c.Logger = nil, url, "", "egress", quietLogger()
+		c.Broadcaster.Grace = 500 * time.Millisecond
 	}
 	first := start(t, egressCfg) // creates the durable egress-egress
 	// One event through it proves the durable exists and is consumed.

@@ -102,7 +102,7 @@ func TestSubscriberFiltersAreHonouredUpstream(t *testing.T) {
 	down := start(t, func(c *broker.Config) {
 		c.Receive = nil
 		c.Subscribe = []endpoint.Endpoint{tcp(castAddr(up))}
-		c.Filters = []string{filter}
+		c.Subscriber.Filters = []string{filter}
 	})
 	if !waitUntil(10*time.Second, func() bool {
 		st := up.Broadcaster().Stats()
@@ -145,7 +145,7 @@ func TestSubscriberAgainstScriptedUpstreams(t *testing.T) {
 			down := start(t, func(c *broker.Config) {
 				c.Receive = nil
 				c.Subscribe = []endpoint.Endpoint{tcp(up.Addr())}
-				c.Filters = []string{`//Param`}
+				c.Subscriber.Filters = []string{`//Param`}
 				c.LocalIVO = "ivo://test.broker/downstream"
 				c.Stages.Stages = []stages.Stage{rec}
 			})
@@ -208,13 +208,13 @@ func TestSubscriberAgainstScriptedUpstreams(t *testing.T) {
 func TestSubscriberReconnects(t *testing.T) {
 	t.Run("upstream restart", func(t *testing.T) {
 		db := t.TempDir()
-		upCfg := func(c *broker.Config) { c.EventDB = db }
+		upCfg := func(c *broker.Config) { c.Bus.StoreDir = db }
 		up := start(t, upCfg)
 		upAddr := castAddr(up)
 		down := start(t, func(c *broker.Config) {
 			c.Receive = nil
 			c.Subscribe = []endpoint.Endpoint{tcp(upAddr)}
-			c.SubscribeBackoff = fastBackoff
+			c.Subscriber.Backoff = fastBackoff
 		})
 		s := subscribe(t, down, vtptest.Comet)
 		if !waitUntil(10*time.Second, func() bool { return up.Broadcaster().Subscribers() == 1 }) {
@@ -226,7 +226,7 @@ func TestSubscriberReconnects(t *testing.T) {
 		}
 		shutdownNow(t, up)
 		up2 := start(t, func(c *broker.Config) {
-			c.EventDB = db
+			c.Bus.StoreDir = db
 			c.Broadcast = []endpoint.Endpoint{tcp(upAddr)}
 		})
 		if !waitUntil(10*time.Second, func() bool { return up2.Broadcaster().Subscribers() == 1 }) {
@@ -246,8 +246,8 @@ func TestSubscriberReconnects(t *testing.T) {
 		start(t, func(c *broker.Config) {
 			c.Receive = nil
 			c.Subscribe = []endpoint.Endpoint{tcp(up.Addr())}
-			c.SubscribeBackoff = fastBackoff
-			c.SubscribeHealthyAfter = time.Second
+			c.Subscriber.Backoff = fastBackoff
+			c.Subscriber.HealthyAfter = time.Second
 		})
 		time.Sleep(2 * time.Second)
 		// 20 ms growing by half each time: about 9 attempts fit in 2 s. A
@@ -265,8 +265,8 @@ func TestSubscriberReconnects(t *testing.T) {
 		start(t, func(c *broker.Config) {
 			c.Receive = nil
 			c.Subscribe = []endpoint.Endpoint{tcp(up.Addr())}
-			c.SubscribeBackoff = fastBackoff
-			c.SubscribeInactivity = 300 * time.Millisecond
+			c.Subscriber.Backoff = fastBackoff
+			c.Subscriber.InactivityTimeout = 300 * time.Millisecond
 		})
 		if !up.WaitFor(5*time.Second, func(u *vtptest.Upstream) bool { return u.Accepts() >= 3 }) {
 			t.Fatalf("%d connections: a silent upstream must be dropped and reconnected", up.Accepts())
@@ -334,7 +334,7 @@ func TestGarbageFloodingUpstreamIsDisconnected(t *testing.T) {
 	start(t, func(c *broker.Config) {
 		c.Receive = nil
 		c.Subscribe = []endpoint.Endpoint{tcp(up.Addr())}
-		c.SubscribeBackoff = fastBackoff
+		c.Subscriber.Backoff = fastBackoff
 	})
 	if !up.WaitFor(5*time.Second, func(u *vtptest.Upstream) bool { return u.Connected() >= 1 }) {
 		t.Fatal("no subscription")
