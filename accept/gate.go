@@ -20,9 +20,14 @@ func NewGate(n int) *Gate {
 	return &Gate{slots: make(chan struct{}, n)}
 }
 
-// Enter waits for a slot until stop is closed or sends; it reports
-// whether it got one. A caller that got one must Leave.
+// Enter takes a free slot, or waits for one until stop is closed or
+// sends; it reports whether it got one. A caller that got one must Leave.
 func (g *Gate) Enter(stop <-chan struct{}) bool {
+	select {
+	case g.slots <- struct{}{}:
+		return true
+	default:
+	}
 	select {
 	case g.slots <- struct{}{}:
 		return true

@@ -17,6 +17,7 @@ import (
 
 	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/tally"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
 )
@@ -133,6 +134,7 @@ type Broadcaster struct {
 	log       *slog.Logger
 	filters   *filter.Cache
 	verifying *accept.Gate // MaxVerifying slots
+	drops     tally.Counts[DropCause]
 
 	mu        sync.RWMutex
 	subs      map[*downstream]struct{}
@@ -174,7 +176,8 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 	b.mu.Unlock()
 	log := b.log.With("listener", ln.Addr().String())
 	log.Info("broadcasting events")
-	policy := accept.Policy{Whitelist: b.cfg.Whitelist, Limits: b.cfg.Limits, Logger: log}
+	policy := accept.Policy{Whitelist: b.cfg.Whitelist, Limits: b.cfg.Limits, Logger: log,
+		Refused: func(why accept.Refusal) { b.drops.Add(DropCause(why)) }}
 	if err := accept.Loop(ln, policy, b.isClosed, b.add); err != nil {
 		return err
 	}
@@ -221,7 +224,7 @@ func (b *Broadcaster) Close() error {
 	}
 	b.mu.Unlock()
 	for _, s := range subs {
-		s.close("broker shutting down")
+		s.close(DropShutdown, "broker shutting down")
 	}
 	b.wg.Wait()
 	return nil
@@ -330,7 +333,7 @@ func (b *Broadcaster) add(conn net.Conn) {
 		timeout := b.cfg.AuthTimeout
 		s.authTimer = time.AfterFunc(timeout, func() {
 			if !s.verified.Load() {
-				s.close(fmt.Sprintf("no correctly signed authenticate reply within %v", timeout))
+				s.close(DropAuthTimeout, fmt.Sprintf("no correctly signed authenticate reply within %v", timeout))
 			}
 		})
 	}
@@ -386,9 +389,9 @@ func (b *Broadcaster) tick() {
 		s.mu.Unlock()
 		switch {
 		case alive >= 1:
-			s.close("peer appears to be dead: iamalive unanswered")
+			s.close(DropIAmAliveUnanswered, "peer appears to be dead: iamalive unanswered")
 		case unacked >= maxUnacked:
-			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", unacked))
+			s.close(DropUnacked, fmt.Sprintf("peer is not acknowledging events (%d unacknowledged)", unacked))
 		default:
 			s.offer(item{frame: probe}, deadline)
 		}
@@ -400,6 +403,10 @@ func (b *Broadcaster) isClosed() bool {
 	defer b.mu.RUnlock()
 	return b.closed
 }
+
+// Drops counts, by cause, the subscribers disconnected or refused since
+// the broadcaster was built.
+func (b *Broadcaster) Drops() map[DropCause]uint64 { return b.drops.Snapshot() }
 
 // SubscriberStats describes one connected subscriber.
 type SubscriberStats struct {

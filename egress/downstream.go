@@ -110,7 +110,7 @@ func (s *downstream) offer(it item, deadline time.Time) {
 		return
 	case <-s.done:
 	case <-wait.C:
-		s.close(fmt.Sprintf("outgoing queue full for %v: subscriber too slow", s.b.cfg.QueueWait))
+		s.close(DropQueueFull, fmt.Sprintf("outgoing queue full for %v: subscriber too slow", s.b.cfg.QueueWait))
 	}
 	if t != nil {
 		t.release()
@@ -188,7 +188,7 @@ func (s *downstream) admit(it item) bool {
 			return false
 		case <-stall.C:
 			t.release()
-			s.close(fmt.Sprintf("peer is not acknowledging events (%d unacknowledged for %v)",
+			s.close(DropAckStall, fmt.Sprintf("peer is not acknowledging events (%d unacknowledged for %v)",
 				s.b.cfg.MaxInFlight, s.b.cfg.AckStallTimeout))
 			return false
 		}
@@ -224,9 +224,11 @@ func (s *downstream) acked() {
 	}
 }
 
-func (s *downstream) close(reason string) {
+// close disconnects the subscriber once, counting the first cause.
+func (s *downstream) close(cause DropCause, reason string) {
 	s.once.Do(func() {
-		s.log.Info("subscriber disconnected", "reason", reason)
+		s.b.drops.Add(cause)
+		s.log.Info("subscriber disconnected", "cause", cause, "reason", reason)
 		if s.authTimer != nil {
 			s.authTimer.Stop()
 		}
@@ -279,9 +281,9 @@ func (s *downstream) writeLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				s.close("write timed out: subscriber not reading")
+				s.close(DropWriteTimeout, "write timed out: subscriber not reading")
 			} else {
-				s.close("write failed: " + err.Error())
+				s.close(DropWriteError, "write failed: "+err.Error())
 			}
 			return
 		}
@@ -297,11 +299,11 @@ func (s *downstream) readLoop() {
 		if err != nil {
 			switch {
 			case errors.Is(err, io.EOF):
-				s.close("connection closed by subscriber")
+				s.close(DropClosed, "connection closed by subscriber")
 			case errors.Is(err, vtp.ErrFrameTooLarge):
-				s.close(err.Error())
+				s.close(DropTooLarge, err.Error())
 			default:
-				s.close("read failed: " + err.Error())
+				s.close(DropReadError, "read failed: "+err.Error())
 			}
 			return
 		}
@@ -310,7 +312,7 @@ func (s *downstream) readLoop() {
 			// Ignored, as Comet does; but a peer that sends nothing else is
 			// cut off rather than left to fill the log.
 			if bad++; bad >= MaxBadMessages {
-				s.close(fmt.Sprintf("%d bad messages in a row: %v", bad, err))
+				s.close(DropBadMessages, fmt.Sprintf("%d bad messages in a row: %v", bad, err))
 				return
 			}
 			if errors.Is(err, vtp.ErrNotTransport) {
@@ -329,7 +331,7 @@ func (s *downstream) readLoop() {
 		case vtp.RoleAck:
 			s.acked()
 		case vtp.RoleNak:
-			s.close("subscriber sent nak for " + msg.Origin + ": " + msg.Result)
+			s.close(DropNak, "subscriber sent nak for "+msg.Origin+": "+msg.Result)
 			return
 		case vtp.RoleAuthenticate:
 			if s.b.cfg.VerifySubscriber != nil && !s.verified.Load() {
@@ -360,7 +362,7 @@ func (s *downstream) authenticate(payload []byte, filters []string) {
 	signer, err := s.b.cfg.VerifySubscriber(payload)
 	s.b.verifying.Leave()
 	if err != nil {
-		s.close("authentication failed: " + err.Error())
+		s.close(DropAuthFailed, "authentication failed: "+err.Error())
 		return
 	}
 	s.setFilters(filters) // before any event can be queued

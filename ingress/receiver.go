@@ -17,6 +17,7 @@ import (
 
 	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/tally"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -95,12 +96,16 @@ type Receiver struct {
 	cfg       ReceiverConfig
 	store     Store
 	verifying *accept.Gate // MaxVerifying slots
+	rejected  tally.Counts[Rejection]
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     sync.WaitGroup
 	shutdown  bool
 }
+
+// errBusy is a signature check that found no slot in time.
+var errBusy = errors.New("broker too busy to check the signature; try again")
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("ingress: receiver closed")
@@ -127,7 +132,8 @@ func (r *Receiver) Serve(ln net.Listener) error {
 	defer r.untrack(ln)
 	log := r.cfg.Logger.With("listener", ln.Addr().String())
 	log.Info("receiving events")
-	policy := accept.Policy{Whitelist: r.cfg.Whitelist, Limits: r.cfg.Limits, Logger: log}
+	policy := accept.Policy{Whitelist: r.cfg.Whitelist, Limits: r.cfg.Limits, Logger: log,
+		Refused: func(why accept.Refusal) { r.rejected.Add(Rejection(why)) }}
 	err := accept.Loop(ln, policy, r.closing, func(conn net.Conn) {
 		r.conns.Add(1)
 		go func() {
@@ -140,6 +146,10 @@ func (r *Receiver) Serve(ln net.Listener) error {
 	}
 	return err
 }
+
+// Rejections counts, by reason, what the receiver has turned away since it
+// was built.
+func (r *Receiver) Rejections() map[Rejection]uint64 { return r.rejected.Snapshot() }
 
 // Shutdown stops accepting, then waits for in-flight submissions to be
 // answered (each is bounded by Timeout) or for ctx to end.
@@ -171,12 +181,15 @@ func (r *Receiver) handle(conn net.Conn) {
 	if err != nil {
 		switch {
 		case errors.Is(err, vtp.ErrFrameTooLarge):
+			r.rejected.Add(RejectTooLarge)
 			log.Warn("closing submission", "err", err)
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			r.rejected.Add(RejectTimeout)
 			log.Warn("submission timed out", "timeout", timeout)
 		case errors.Is(err, io.EOF):
 			log.Debug("peer closed without sending")
 		default:
+			r.rejected.Add(RejectReadError)
 			log.Warn("submission read failed", "err", err)
 		}
 		return
@@ -185,18 +198,22 @@ func (r *Receiver) handle(conn net.Conn) {
 
 	info, err := voevent.Inspect(payload, voevent.Options{Schema: true})
 	if err != nil {
+		r.rejected.Add(RejectUnparsable)
 		log.Warn("unparsable submission; no reply", "err", err, "bytes", len(payload))
 		return
 	}
 	switch {
-	case voevent.IsTransportRole(info.Role):
+	case vtp.IsTransportRole(info.Role):
+		r.rejected.Add(RejectTransport)
 		log.Warn("incomprehensible submission: Transport message on the receive port; no reply", "role", info.Role)
 		return
 	case !voevent.IsVOEventRole(info.Role):
+		r.rejected.Add(RejectUnparsable)
 		log.Warn("unparsable submission: root has no VOEvent role; no reply", "role", info.Role, "has_role", info.HasRole)
 		return
 	case !info.HasIVORN:
 		// A receipt needs an ivorn for its Origin (docs/vtp.md §6).
+		r.rejected.Add(RejectNoIVORN)
 		log.Warn("submission without ivorn; no reply")
 		return
 	}
@@ -209,19 +226,20 @@ func (r *Receiver) handle(conn net.Conn) {
 		}
 		r.linger(conn)
 	}
-	reject := func(reason string) {
-		log.Info("event rejected", "reason", reason)
+	reject := func(why Rejection, reason string) {
+		r.rejected.Add(why)
+		log.Info("event rejected", "reason", reason, "rejection", why)
 		reply(vtp.Nak(info.IVORN, r.cfg.LocalIVO, RejectPrefix+reason, time.Now()))
 	}
 
-	// IVOID and schema first: a refused event is not recorded
-	// (docs/bus.md §2.2).
+	// IVOID and schema first: a refused event is not recorded as seen, so
+	// its author may correct it and send it again (docs/bus.md §2.2).
 	if err := voevent.CheckEventIVORN(info.IVORN); err != nil {
-		reject(err.Error())
+		reject(RejectInvalid, err.Error())
 		return
 	}
 	if info.SchemaErr != nil {
-		reject(info.SchemaErr.Error())
+		reject(RejectInvalid, info.SchemaErr.Error())
 		return
 	}
 	ev := newEvent(payload, info, bus.OriginAuthor, peer, r.cfg.Node, receivedAt)
@@ -232,7 +250,11 @@ func (r *Receiver) handle(conn net.Conn) {
 		// recorded, so the author may resend it properly signed.
 		signer, err := r.verify(ctx, payload, info.Author)
 		if err != nil {
-			reject(SignatureRejectReason + ": " + err.Error())
+			why := RejectSignature
+			if errors.Is(err, errBusy) {
+				why = RejectBusy
+			}
+			reject(why, SignatureRejectReason+": "+err.Error())
 			return
 		}
 		ev.Signature = bus.SignatureVerified(signer)
@@ -243,9 +265,10 @@ func (r *Receiver) handle(conn net.Conn) {
 	case err != nil:
 		// Not stored, so no ack; and no nak, which would be permanent for
 		// this document (VTP 2.0): silence tells the author to retry.
+		r.rejected.Add(RejectStoreFailed)
 		log.Error("could not store event; no reply so the author retries", "err", err)
 	case outcome == bus.Duplicate:
-		reject(DuplicateReason)
+		reject(RejectPreviouslySeen, DuplicateReason)
 	default:
 		log.Info("event accepted", "sha1", ev.SHA1, "role", ev.Role)
 		reply(vtp.Ack(info.IVORN, r.cfg.LocalIVO, time.Now()))
@@ -256,7 +279,7 @@ func (r *Receiver) handle(conn net.Conn) {
 // for a slot while ctx lasts.
 func (r *Receiver) verify(ctx context.Context, payload []byte, author string) (string, error) {
 	if !r.verifying.Enter(ctx.Done()) {
-		return "", errors.New("broker too busy to check the signature; try again")
+		return "", errBusy
 	}
 	defer r.verifying.Leave()
 	return r.cfg.VerifySignature(payload, author)

@@ -18,6 +18,7 @@ import (
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/tally"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 )
@@ -118,6 +119,7 @@ type Subscription struct {
 	log        *slog.Logger
 	filters    []*filter.Filter     // cfg.Filters compiled
 	overBudget filter.OverBudgetLog // used by Run's goroutine only
+	rejected   tally.Counts[Rejection]
 }
 
 // NewSubscription returns the subscription to target, storing what it
@@ -151,6 +153,10 @@ func (s *Subscription) selected(payload []byte) bool {
 	doc, err := filter.Parse(payload)
 	return err == nil && doc.MatchAny(s.filters, s.cfg.FilterBudget, s.overBudget.Report)
 }
+
+// Rejections counts, by reason, the upstream events this subscription
+// acked without relaying them.
+func (s *Subscription) Rejections() map[Rejection]uint64 { return s.rejected.Snapshot() }
 
 // Run connects, serves and reconnects until ctx ends.
 func (s *Subscription) Run(ctx context.Context) {
@@ -220,7 +226,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 			return err
 		}
 		info, err := voevent.Inspect(payload, voevent.Options{})
-		if err == nil && !voevent.IsTransportRole(info.Role) && !voevent.IsVOEventRole(info.Role) {
+		if err == nil && !vtp.IsTransportRole(info.Role) && !voevent.IsVOEventRole(info.Role) {
 			err = fmt.Errorf("incomprehensible: root role %q", info.Role)
 		}
 		if err != nil {
@@ -232,7 +238,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 		}
 		bad = 0
 		switch {
-		case voevent.IsTransportRole(info.Role):
+		case vtp.IsTransportRole(info.Role):
 			lastValid = time.Now()
 			if err := s.answer(conn, payload, log); err != nil {
 				return err
@@ -242,6 +248,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 			if !info.HasIVORN {
 				// Comet drops the connection here by accident; pygcn ignores
 				// the message, and so do we (docs/vtp.md §6).
+				s.rejected.Add(RejectNoIVORN)
 				log.Warn("event without ivorn from upstream; ignored")
 				continue
 			}
@@ -258,6 +265,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent.Info, peer string, log *slog.Logger) {
 	log = log.With("ivorn", info.IVORN)
 	if !voevent.ValidIVOID(info.IVORN) {
+		s.rejected.Add(RejectInvalid)
 		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
 		return
 	}
@@ -269,8 +277,10 @@ func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent
 	outcome, err := s.store.Ingest(ctx, ev)
 	switch {
 	case err != nil:
+		s.rejected.Add(RejectStoreFailed)
 		log.Error("could not store event from upstream; acked, not relayed", "err", err)
 	case outcome == bus.Duplicate:
+		s.rejected.Add(RejectPreviouslySeen)
 		log.Debug("event from upstream previously seen; acked, not relayed")
 	default:
 		log.Info("event accepted from upstream", "sha1", ev.SHA1, "role", ev.Role)

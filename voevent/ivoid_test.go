@@ -3,6 +3,8 @@ package voevent
 import (
 	"errors"
 	"testing"
+
+	"github.com/comet-go/comet/vtp"
 )
 
 // The examples of docs/voevent.md §3.1 (Comet's check gives the same
@@ -98,17 +100,17 @@ func TestIVOIDWorkedExamples(t *testing.T) {
 
 func TestRoles(t *testing.T) {
 	for _, r := range []string{"observation", "prediction", "utility", "test"} {
-		if !IsVOEventRole(r) || IsTransportRole(r) {
+		if !IsVOEventRole(r) || vtp.IsTransportRole(r) {
 			t.Errorf("%q should be a VOEvent role only", r)
 		}
 	}
 	for _, r := range []string{"iamalive", "ack", "nak", "authenticate"} {
-		if !IsTransportRole(r) || IsVOEventRole(r) {
+		if !vtp.IsTransportRole(r) || IsVOEventRole(r) {
 			t.Errorf("%q should be a Transport role only", r)
 		}
 	}
 	for _, r := range []string{"", "Observation", "TEST", "test ", " ack", "Ack", "other"} {
-		if IsVOEventRole(r) || IsTransportRole(r) {
+		if IsVOEventRole(r) || vtp.IsTransportRole(r) {
 			t.Errorf("%q must be neither (roles are case-sensitive and exact)", r)
 		}
 	}

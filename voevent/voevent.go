@@ -50,15 +50,6 @@ func IsVOEventRole(role string) bool {
 	return false
 }
 
-// IsTransportRole reports whether role makes a payload a Transport message.
-func IsTransportRole(role string) bool {
-	switch role {
-	case "iamalive", "ack", "nak", "authenticate":
-		return true
-	}
-	return false
-}
-
 type inspector struct {
 	sc      xmlsafe.Scanner
 	v       validator

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
@@ -190,11 +191,11 @@ func TestThousandSilentConnections(t *testing.T) {
 			t.Fatalf("a silent connection was sent %d bytes", hc.got.Load())
 		}
 	}
-	if n := h.logs.Count("connection limit per source address reached"); n != 1000-cmdMaxConnsPerPeer {
-		t.Errorf("%d refusals logged, want %d", n, 1000-cmdMaxConnsPerPeer)
+	if n := h.rejected(ingress.RejectMaxConnsPerPeer); n != 1000-cmdMaxConnsPerPeer {
+		t.Errorf("%d refusals counted, want %d", n, 1000-cmdMaxConnsPerPeer)
 	}
-	if !h.logs.WaitCount("submission timed out", cmdMaxConnsPerPeer+1000, time.Second) {
-		t.Errorf("%d timeouts logged, want at least %d", h.logs.Count("submission timed out"), cmdMaxConnsPerPeer+1000)
+	if !waitUntil(time.Second, func() bool { return h.rejected(ingress.RejectTimeout) >= cmdMaxConnsPerPeer+1000 }) {
+		t.Errorf("%d timeouts counted, want at least %d", h.rejected(ingress.RejectTimeout), cmdMaxConnsPerPeer+1000)
 	}
 	if err := <-trickled; err != nil {
 		t.Error(err)
@@ -230,8 +231,8 @@ func TestListenerConnectionLimit(t *testing.T) {
 	if early != 1000-limit || late != limit {
 		t.Errorf("%d closed at accept, %d at the timeout; want %d and %d", early, late, 1000-limit, limit)
 	}
-	if n := h.logs.Count("connection limit of the listener reached"); n != 1000-limit+1 {
-		t.Errorf("%d refusals logged, want %d", n, 1000-limit+1)
+	if n := h.rejected(ingress.RejectMaxConns); n != uint64(1000-limit+1) {
+		t.Errorf("%d refusals counted, want %d", n, 1000-limit+1)
 	}
 	h.healthy()
 	h.mustAck("the refused event, once slots are free", ev)

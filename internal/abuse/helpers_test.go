@@ -23,6 +23,7 @@ import (
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
@@ -101,6 +102,14 @@ func (l *logBuf) Count(s string) int {
 func (l *logBuf) WaitCount(s string, n int, d time.Duration) bool {
 	return waitUntil(d, func() bool { return l.Count(s) >= n })
 }
+
+// rejected is how many submissions or connections the receiver turned
+// away for r.
+func (h *harness) rejected(r ingress.Rejection) uint64 { return h.b.Stats().Rejections[r] }
+
+// drops is how many subscribers the broadcaster disconnected or refused
+// for c.
+func (h *harness) drops(c egress.DropCause) uint64 { return h.b.Stats().Drops[c] }
 
 // connLimits sets the connection limits of both listeners, as
 // --max-connections and --max-connections-per-peer do.
@@ -205,7 +214,7 @@ func (h *harness) waitAuthenticated(peer string) {
 
 // stats is the broadcaster's view of the subscriber at peer, or nil.
 func (h *harness) stats(peer string) *egress.SubscriberStats {
-	for _, st := range h.b.Broadcaster().Stats() {
+	for _, st := range h.b.Stats().Subscribers {
 		if st.Peer == peer {
 			return &st
 		}

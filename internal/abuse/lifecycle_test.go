@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/egress"
+	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
@@ -46,8 +48,8 @@ func TestReloadWhitelists(t *testing.T) {
 	if allowed(two) || subscribes(two) {
 		t.Fatal("127.0.0.2 served before the reload")
 	}
-	if h.logs.Count("peer not in whitelist") != 2 {
-		t.Errorf("refusals not logged")
+	if h.rejected(ingress.RejectWhitelist) != 1 || h.drops(egress.DropWhitelist) != 1 {
+		t.Errorf("refusals not counted: %+v", h.b.Stats())
 	}
 
 	if err := h.b.Reload([]string{"127.0.0.2/32"}, []string{"127.0.0.0/255.255.255.252"}); err != nil {

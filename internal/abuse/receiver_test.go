@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
 )
@@ -212,15 +213,15 @@ func TestReceiverRefusesDTDsAndEntities(t *testing.T) {
 		}},
 	}
 	var forbidden []string
-	before := h.logs.Count("unparsable submission")
+	before := h.rejected(ingress.RejectUnparsable)
 	for _, c := range cases {
 		ev, iv := goodEvent("dtd")
 		p := c.build(ev)
 		h.noReply(c.name, p)
 		forbidden = append(forbidden, iv)
 	}
-	if n := h.logs.Count("unparsable submission") - before; n != len(cases) {
-		t.Errorf("%d refusals logged as unparsable, want %d", n, len(cases))
+	if n := h.rejected(ingress.RejectUnparsable) - before; n != uint64(len(cases)) {
+		t.Errorf("%d refusals counted as unparsable, want %d", n, len(cases))
 	}
 	if n := h.logs.Count("DTD not allowed"); n < 17 {
 		t.Errorf("only %d refusals logged with the reason %q", n, "DTD not allowed")
@@ -319,8 +320,8 @@ func TestReceiverRefusesNonEvents(t *testing.T) {
 	if n := h.logs.Count("element nesting too deep"); n != 2 {
 		t.Errorf("%d refusals logged as too deep, want 2", n)
 	}
-	if h.logs.Count("Transport message on the receive port") != 4 {
-		t.Errorf("Transport messages on the receive port not logged as such")
+	if n := h.rejected(ingress.RejectTransport); n != 4 {
+		t.Errorf("%d Transport messages on the receive port counted as such, want 4", n)
 	}
 	h.healthy(forbidden...)
 

@@ -52,7 +52,7 @@ func BenchmarkFanout(b *testing.B) {
 		b.Cleanup(s.Close)
 		subs[i] = s
 	}
-	if !waitUntil(10*time.Second, func() bool { return br.Broadcaster().Subscribers() == nsubs }) {
+	if !waitUntil(10*time.Second, func() bool { return len(br.Stats().Subscribers) == nsubs }) {
 		b.Fatal("subscribers did not connect")
 	}
 	tmpl := benchEvent(b)

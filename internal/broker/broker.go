@@ -292,9 +292,48 @@ func (b *Broker) BroadcastAddrs() []net.Addr { return addrList(b.castLns) }
 // Bus exposes the bus, for tests and diagnostics.
 func (b *Broker) Bus() *bus.Bus { return b.bus }
 
-// Broadcaster exposes the broadcaster, for tests and diagnostics (nil when
-// not broadcasting).
-func (b *Broker) Broadcaster() *egress.Broadcaster { return b.broadcaster }
+// Stats is a snapshot of what the broker's roles have counted since it
+// started, for diagnostics, tests and metrics. A role the broker does not
+// run has nil maps and slices.
+type Stats struct {
+	// Rejections are the receiver's, by reason: authors' submissions and
+	// connections turned away.
+	Rejections map[ingress.Rejection]uint64
+	// UpstreamRejections are the events from upstream brokers acked but
+	// not relayed, by reason, over every subscription.
+	UpstreamRejections map[ingress.Rejection]uint64
+	// Drops are the broadcaster's subscribers disconnected or refused at
+	// connect, by cause.
+	Drops map[egress.DropCause]uint64
+	// Subscribers are the subscribers connected now.
+	Subscribers []egress.SubscriberStats
+	// Stages are the handlers' counts, by stage name.
+	Stages map[string]stages.Stats
+}
+
+// Stats returns a snapshot of the counts.
+func (b *Broker) Stats() Stats {
+	var st Stats
+	if b.receiver != nil {
+		st.Rejections = b.receiver.Rejections()
+	}
+	for _, u := range b.upstreams {
+		if st.UpstreamRejections == nil {
+			st.UpstreamRejections = make(map[ingress.Rejection]uint64)
+		}
+		for r, n := range u.Rejections() {
+			st.UpstreamRejections[r] += n
+		}
+	}
+	if b.broadcaster != nil {
+		st.Drops = b.broadcaster.Drops()
+		st.Subscribers = b.broadcaster.Stats()
+	}
+	if b.stages != nil {
+		st.Stages = b.stages.Stats()
+	}
+	return st
+}
 
 // Shutdown stops accepting submissions and subscribers, lets in-flight
 // submissions finish (ack or nak) until ctx ends, disconnects subscribers,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/voevent"
@@ -83,7 +85,7 @@ func castAddr(b *broker.Broker) string { return b.BroadcastAddrs()[0].String() }
 // its filters (Comet mode) or at least registered it (other modes).
 func subscribe(t testing.TB, b *broker.Broker, mode vtptest.Mode, filters ...string) *vtptest.Subscriber {
 	t.Helper()
-	before := len(b.Broadcaster().Stats())
+	before := len(b.Stats().Subscribers)
 	s, err := vtptest.Dial(castAddr(b), mode, filters...)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +93,7 @@ func subscribe(t testing.TB, b *broker.Broker, mode vtptest.Mode, filters ...str
 	t.Cleanup(s.Close)
 	local := s.LocalAddr()
 	ok := waitUntil(5*time.Second, func() bool {
-		for _, st := range b.Broadcaster().Stats() {
+		for _, st := range b.Stats().Subscribers {
 			if st.Peer == local && (mode != vtptest.Comet || st.Authenticated) {
 				return true
 			}
@@ -186,6 +188,9 @@ func TestSamplesGetCometsVerdictAndReachSubscribersByteIdentical(t *testing.T) {
 			t.Errorf("%s resubmitted: %+v", smp.Name, m)
 		}
 	}
+	if n := b.Stats().Rejections[ingress.RejectPreviouslySeen]; n != uint64(len(acked)) {
+		t.Errorf("%d rejections counted as previously seen, want %d", n, len(acked))
+	}
 	marker := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/marker#after-duplicates")
 	mustAck(t, recvAddr(b), marker)
 	for _, s := range []*vtptest.Subscriber{s1, s2} {
@@ -264,7 +269,7 @@ func TestSubscriberThatNeverReadsIsDroppedOthersGetEverything(t *testing.T) {
 	b := start(t, func(c *broker.Config) { c.Broadcaster.QueueLen = 32; c.Broadcaster.WriteTimeout = 2 * time.Second })
 	good := subscribe(t, b, vtptest.Comet)
 	subscribe(t, b, vtptest.Silent)
-	if n := b.Broadcaster().Subscribers(); n != 2 {
+	if n := len(b.Stats().Subscribers); n != 2 {
 		t.Fatalf("%d subscribers, want 2", n)
 	}
 	var before runtime.MemStats
@@ -295,8 +300,13 @@ func TestSubscriberThatNeverReadsIsDroppedOthersGetEverything(t *testing.T) {
 	if !good.WaitEvents(n, 30*time.Second) {
 		t.Fatalf("reading subscriber got %d of %d events", len(good.Events()), n)
 	}
-	if !waitUntil(10*time.Second, func() bool { return b.Broadcaster().Subscribers() == 1 }) {
-		t.Fatalf("silent subscriber not dropped: %+v", b.Broadcaster().Stats())
+	if !waitUntil(10*time.Second, func() bool { return len(b.Stats().Subscribers) == 1 }) {
+		t.Fatalf("silent subscriber not dropped: %+v", b.Stats().Subscribers)
+	}
+	// Too slow: its queue stayed full, or a write blocked, whichever came
+	// first.
+	if d := b.Stats().Drops; len(d) != 1 || d[egress.DropQueueFull]+d[egress.DropWriteTimeout] != 1 {
+		t.Errorf("drops %v, want one for a full queue or a blocked write", d)
 	}
 	var after runtime.MemStats
 	runtime.GC()
@@ -332,6 +342,9 @@ func TestWhitelistsRefusePeersOutside(t *testing.T) {
 	}
 	if len(s.Transport()) != 0 {
 		t.Fatalf("refused subscriber was sent %d messages", len(s.Transport()))
+	}
+	if st := b.Stats(); st.Rejections[ingress.RejectWhitelist] != 1 || st.Drops[egress.DropWhitelist] != 1 {
+		t.Errorf("refusals not counted: rejections %v, drops %v", st.Rejections, st.Drops)
 	}
 }
 
@@ -375,8 +388,12 @@ func TestSubscribersThatStopAnsweringAreDropped(t *testing.T) {
 			t.Errorf("%s subscriber not dropped", name)
 		}
 	}
-	if !waitUntil(5*time.Second, func() bool { return b.Broadcaster().Subscribers() == 0 }) {
-		t.Fatalf("still connected: %+v", b.Broadcaster().Stats())
+	if !waitUntil(5*time.Second, func() bool { return len(b.Stats().Subscribers) == 0 }) {
+		t.Fatalf("still connected: %+v", b.Stats().Subscribers)
+	}
+	want := map[egress.DropCause]uint64{egress.DropIAmAliveUnanswered: 1, egress.DropUnacked: 1, egress.DropNak: 1}
+	if got := b.Stats().Drops; !maps.Equal(got, want) {
+		t.Errorf("drops %v, want %v", got, want)
 	}
 }
 
@@ -467,6 +484,17 @@ func TestBadSubmissions(t *testing.T) {
 	}
 	conn.Close()
 	mustAck(t, recvAddr(b), second) // the second was never recorded
+
+	want := map[ingress.Rejection]uint64{
+		ingress.RejectUnparsable: 6, // not xml, empty, no role, unknown role, dtd, entity in text
+		ingress.RejectTransport:  1,
+		ingress.RejectNoIVORN:    1,
+		ingress.RejectInvalid:    2,
+		ingress.RejectTooLarge:   1,
+	}
+	if got := b.Stats().Rejections; !maps.Equal(got, want) {
+		t.Errorf("rejections %v, want %v", got, want)
+	}
 }
 
 // withoutIVORN removes the root's ivorn attribute.

@@ -32,7 +32,7 @@ func TestEncodedNoticesGetCometsVerdict(t *testing.T) {
 		c.LocalIVO = "ivo://test.broker/downstream"
 		c.Stages.Stages = []stages.Stage{rec}
 	})
-	if !waitUntil(10*time.Second, func() bool { return up.Broadcaster().Subscribers() == 1 }) {
+	if !waitUntil(10*time.Second, func() bool { return len(up.Stats().Subscribers) == 1 }) {
 		t.Fatal("downstream never subscribed")
 	}
 	all := subscribe(t, up, vtptest.Comet)

@@ -92,7 +92,7 @@ func sendAll(t *testing.T, b *broker.Broker, up *vtptest.Upstream, subs []*vtpte
 		up.Send(smp.Data)
 	}
 	decided := func(s *vtptest.Subscriber) bool {
-		for _, st := range b.Broadcaster().Stats() {
+		for _, st := range b.Stats().Subscribers {
 			if st.Peer == s.LocalAddr() {
 				return s.Count()+int(st.Withheld) == len(smps)
 			}
@@ -101,7 +101,7 @@ func sendAll(t *testing.T, b *broker.Broker, up *vtptest.Upstream, subs []*vtpte
 	}
 	for _, s := range subs {
 		if !waitUntil(30*time.Second, func() bool { return decided(s) }) {
-			t.Fatalf("subscriber %q: %d events received, %+v (closed: %v %v)", s.Filters, s.Count(), b.Broadcaster().Stats(), s.Closed(), s.Err())
+			t.Fatalf("subscriber %q: %d events received, %+v (closed: %v %v)", s.Filters, s.Count(), b.Stats().Subscribers, s.Closed(), s.Err())
 		}
 	}
 	return name
@@ -135,7 +135,7 @@ func TestRealisticFiltersThroughSubscribers(t *testing.T) {
 	}
 	const syntaxError = `//voe::VOEvent` // one of the realistic filters too
 	refusedOnly := subs[syntaxError]
-	for _, st := range b.Broadcaster().Stats() {
+	for _, st := range b.Stats().Subscribers {
 		if st.Peer == refusedOnly.LocalAddr() && (len(st.Filters) != 0 || !slices.Equal(st.Refused, []string{syntaxError})) {
 			t.Errorf("a syntax error: installed %q, refused %q", st.Filters, st.Refused)
 		}
@@ -197,7 +197,7 @@ func TestFilterOverBudgetThroughSubscribers(t *testing.T) {
 	if got := received(s, name); !slices.Equal(got, want) {
 		t.Errorf("explosive filter:\n got  %q\n want %q (the %d events within the budget)", got, want, len(want))
 	}
-	for _, st := range b.Broadcaster().Stats() {
+	for _, st := range b.Stats().Subscribers {
 		if st.Peer == s.LocalAddr() && st.OverBudget != uint64(over) {
 			t.Errorf("%d evaluations over the budget counted, want %d", st.OverBudget, over)
 		}

@@ -230,7 +230,7 @@ func (s *authSub) local() string { return s.conn.LocalAddr().String() }
 
 // stats finds the broker's view of the subscriber at local.
 func stats(b *broker.Broker, local string) (egress.SubscriberStats, bool) {
-	for _, x := range b.Broadcaster().Stats() {
+	for _, x := range b.Stats().Subscribers {
 		if x.Peer == local {
 			return x, true
 		}
@@ -248,7 +248,7 @@ func waitVerified(t *testing.T, b *broker.Broker, local string) egress.Subscribe
 		st, ok = stats(b, local)
 		return ok && st.Signer != "" && st.Authenticated
 	}) {
-		t.Fatalf("subscriber %s never authenticated: %+v", local, b.Broadcaster().Stats())
+		t.Fatalf("subscriber %s never authenticated: %+v", local, b.Stats().Subscribers)
 	}
 	return st
 }
@@ -494,6 +494,13 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 		if n := len(s.Events()); n != 0 {
 			t.Fatalf("refused subscriber received %d events", n)
 		}
+		refusals := uint64(1)
+		if trusted != "listener" {
+			refusals++ // the witness, signed by the listener, is refused too
+		}
+		if !waitUntil(5*time.Second, func() bool { return b.Stats().Drops[egress.DropAuthFailed] == refusals }) {
+			t.Errorf("drops %v, want %d for a refused authenticate reply", b.Stats().Drops, refusals)
+		}
 		if !log.waitFor(5*time.Second, "authentication failed: "+reason) {
 			t.Errorf("log does not give the reason %q", reason)
 		}
@@ -551,8 +558,8 @@ func TestOpenPGPSubscriberAuth(t *testing.T) {
 		if n := py.Count(); n != 0 {
 			t.Fatalf("unauthenticated subscriber received %d events", n)
 		}
-		if !log.waitFor(5*time.Second, "no correctly signed authenticate reply within 500ms") {
-			t.Error("log does not give the reason")
+		if d := b.Stats().Drops; d[egress.DropAuthTimeout] != 1 || d[egress.DropAuthFailed] != 0 {
+			t.Errorf("drops %v, want one for the auth timeout", d)
 		}
 		mustAck(t, recvAddr(b), withSNR)
 		if !waitUntil(deliveryWait, func() bool { return len(good.Events()) == 2 }) {
@@ -593,10 +600,10 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 		up, _ := upstream(t)
 		down := downstream(t, up, listenerSign(t))
 		if !waitUntil(10*time.Second, func() bool {
-			st := up.Broadcaster().Stats()
+			st := up.Stats().Subscribers
 			return len(st) == 1 && st[0].Signer == listenerFpr+" "+listenerUID && st[0].Authenticated
 		}) {
-			t.Fatalf("downstream never authenticated: %+v", up.Broadcaster().Stats())
+			t.Fatalf("downstream never authenticated: %+v", up.Stats().Subscribers)
 		}
 		s := subscribe(t, down, vtptest.Comet)
 		ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/pgp#signed-hop")
@@ -609,8 +616,11 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 		up, log := upstream(t)
 		down := downstream(t, up, nil)
 		s := subscribe(t, down, vtptest.Comet)
-		if !log.waitFor(10*time.Second, "authentication failed: no signature") {
+		if !waitUntil(10*time.Second, func() bool { return up.Stats().Drops[egress.DropAuthFailed] > 0 }) {
 			t.Fatal("unsigned downstream not refused")
+		}
+		if !log.waitFor(5*time.Second, "authentication failed: no signature") {
+			t.Error("log does not give the reason")
 		}
 		ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/pgp#unsigned-hop")
 		mustAck(t, recvAddr(up), ev)
@@ -621,7 +631,7 @@ func TestOpenPGPSigningSubscriberBroker(t *testing.T) {
 		if n := s.Count(); n != 0 {
 			t.Fatalf("downstream of a refused subscription got %d events", n)
 		}
-		for _, st := range up.Broadcaster().Stats() {
+		for _, st := range up.Stats().Subscribers {
 			if st.Signer != "" {
 				t.Fatalf("unsigned downstream authenticated: %+v", st)
 			}
@@ -646,10 +656,10 @@ func TestOpenPGPSignedEventRelayedThroughAuthenticatedHop(t *testing.T) {
 		c.Subscriber.Sign = listenerSign(t)
 	})
 	if !waitUntil(10*time.Second, func() bool {
-		st := a.Broadcaster().Stats()
+		st := a.Stats().Subscribers
 		return len(st) == 1 && st[0].Signer != "" && st[0].Authenticated
 	}) {
-		t.Fatalf("B never authenticated to A: %+v", a.Broadcaster().Stats())
+		t.Fatalf("B never authenticated to A: %+v", a.Stats().Subscribers)
 	}
 	s := subscribe(t, b, vtptest.Comet)
 	signed := pgpVector(t, "event-signed-author.xml")

@@ -94,7 +94,7 @@ func TestRolesAloneShareOneExternalBus(t *testing.T) {
 		}
 	}
 	for _, e := range egresses {
-		if !waitUntil(10*time.Second, func() bool { return e.Broadcaster().Subscribers() == 2 }) {
+		if !waitUntil(10*time.Second, func() bool { return len(e.Stats().Subscribers) == 2 }) {
 			t.Fatal("subscribers did not connect")
 		}
 	}
@@ -175,7 +175,7 @@ func TestSameEventAtTwoIngressesAcceptedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	if !waitUntil(10*time.Second, func() bool { return e.Broadcaster().Subscribers() == 1 }) {
+	if !waitUntil(10*time.Second, func() bool { return len(e.Stats().Subscribers) == 1 }) {
 		t.Fatal("subscriber did not connect")
 	}
 	tmpl := benchEvent(t)
@@ -240,7 +240,7 @@ func TestBacklogBurstDoesNotDropAHealthySubscriber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !waitUntil(10*time.Second, func() bool { return first.Broadcaster().Subscribers() == 1 }) {
+	if !waitUntil(10*time.Second, func() bool { return len(first.Stats().Subscribers) == 1 }) {
 		t.Fatal("probe subscriber did not connect")
 	}
 	mustAck(t, recvAddr(ingress), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/burst#probe"))

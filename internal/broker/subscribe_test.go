@@ -59,7 +59,7 @@ func TestSubscriberBrokerRelaysFromUpstreamBroker(t *testing.T) {
 		c.LocalIVO = "ivo://test.broker/downstream"
 		c.Stages.Stages = []stages.Stage{rec}
 	})
-	if !waitUntil(10*time.Second, func() bool { return up.Broadcaster().Subscribers() == 1 }) {
+	if !waitUntil(10*time.Second, func() bool { return len(up.Stats().Subscribers) == 1 }) {
 		t.Fatal("downstream never subscribed")
 	}
 	s := subscribe(t, down, vtptest.Comet)
@@ -90,8 +90,8 @@ func TestSubscriberBrokerRelaysFromUpstreamBroker(t *testing.T) {
 		}
 	}
 	// The downstream broker acknowledged everything: nothing outstanding.
-	if !waitUntil(5*time.Second, func() bool { return up.Broadcaster().Stats()[0].InFlight == 0 }) {
-		t.Fatalf("downstream left events unacknowledged: %+v", up.Broadcaster().Stats())
+	if !waitUntil(5*time.Second, func() bool { return up.Stats().Subscribers[0].InFlight == 0 }) {
+		t.Fatalf("downstream left events unacknowledged: %+v", up.Stats().Subscribers)
 	}
 }
 
@@ -105,10 +105,10 @@ func TestSubscriberFiltersAreHonouredUpstream(t *testing.T) {
 		c.Subscriber.Filters = []string{filter}
 	})
 	if !waitUntil(10*time.Second, func() bool {
-		st := up.Broadcaster().Stats()
+		st := up.Stats().Subscribers
 		return len(st) == 1 && len(st[0].Filters) == 1 && st[0].Filters[0] == filter
 	}) {
-		t.Fatalf("filter not installed upstream: %+v", up.Broadcaster().Stats())
+		t.Fatalf("filter not installed upstream: %+v", up.Stats().Subscribers)
 	}
 	s := subscribe(t, down, vtptest.Comet)
 	for _, smp := range samples(t) {
@@ -217,7 +217,7 @@ func TestSubscriberReconnects(t *testing.T) {
 			c.Subscriber.Backoff = fastBackoff
 		})
 		s := subscribe(t, down, vtptest.Comet)
-		if !waitUntil(10*time.Second, func() bool { return up.Broadcaster().Subscribers() == 1 }) {
+		if !waitUntil(10*time.Second, func() bool { return len(up.Stats().Subscribers) == 1 }) {
 			t.Fatal("not subscribed")
 		}
 		mustAck(t, recvAddr(up), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/restart#1"))
@@ -229,7 +229,7 @@ func TestSubscriberReconnects(t *testing.T) {
 			c.Bus.StoreDir = db
 			c.Broadcast = []endpoint.Endpoint{tcp(upAddr)}
 		})
-		if !waitUntil(10*time.Second, func() bool { return up2.Broadcaster().Subscribers() == 1 }) {
+		if !waitUntil(10*time.Second, func() bool { return len(up2.Stats().Subscribers) == 1 }) {
 			t.Fatal("did not resubscribe after the upstream restarted")
 		}
 		mustAck(t, recvAddr(up2), vtptest.WithIVORN(benchEvent(t), "ivo://test.author/restart#2"))
