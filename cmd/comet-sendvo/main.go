@@ -15,6 +15,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,9 +32,8 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// DefaultTimeout bounds the wait for the receipt (Comet latest waits
-// forever; an author should rather retry).
-const DefaultTimeout = 20 * time.Second
+// DefaultTimeout bounds the wait for the receipt.
+const DefaultTimeout = vtp.DefaultSubmitTimeout
 
 // Exit statuses.
 const (
@@ -149,11 +149,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	msg, err := submit(target, payload, info.IVORN, timeout, maxFrame, func(format string, a ...any) {
+	logf := func(format string, a ...any) {
 		if verbose > 0 {
 			fmt.Fprintf(stderr, format+"\n", a...)
 		}
-	})
+	}
+	author := &vtp.Author{Timeout: timeout, MaxFrame: maxFrame, Skipped: func(m *vtp.Message, err error) {
+		if err != nil {
+			logf("ignoring unparsable reply: %v", err)
+		} else {
+			logf("ignoring %s message with Origin %q", m.Role, m.Origin)
+		}
+	}}
+	logf("sending %d bytes to %s", len(payload), target)
+	msg, err := author.Submit(context.Background(), target.Network, target.Address, payload, info.IVORN)
 	if err != nil {
 		fmt.Fprintf(stderr, "comet-sendvo: %s: %v\n", info.IVORN, err)
 		return exitFailed
@@ -164,45 +173,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "event %s acknowledged by %s\n", info.IVORN, orUnknown(msg.Response))
 	return exitAck
-}
-
-// submit sends one frame and returns the first ack or nak whose Origin is
-// the submitted ivorn; other messages are reported and skipped.
-func submit(target endpoint.Endpoint, payload []byte, ivorn string, timeout time.Duration, maxFrame int, logf func(string, ...any)) (*vtp.Message, error) {
-	deadline := time.Now().Add(timeout)
-	conn, err := net.DialTimeout(target.Network, target.Address, timeout)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(deadline)
-	if err := vtp.WriteFrame(conn, payload); err != nil {
-		return nil, fmt.Errorf("send: %w", err)
-	}
-	logf("sent %d bytes to %s", len(payload), target)
-	fr := vtp.NewFrameReader(conn, maxFrame)
-	for {
-		reply, err := fr.ReadFrame()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return nil, fmt.Errorf("no receipt within %v", timeout)
-			}
-			if errors.Is(err, io.EOF) {
-				return nil, errors.New("broker closed the connection without a receipt")
-			}
-			return nil, fmt.Errorf("reading receipt: %w", err)
-		}
-		msg, err := vtp.ParseTransport(reply)
-		if err != nil {
-			logf("ignoring unparsable reply: %v", err)
-			continue
-		}
-		if (msg.Role == vtp.RoleAck || msg.Role == vtp.RoleNak) && msg.Origin == ivorn {
-			return msg, nil
-		}
-		logf("ignoring %s message with Origin %q", msg.Role, msg.Origin)
-	}
 }
 
 func readEvent(file string, stdin io.Reader, maxFrame int) ([]byte, error) {

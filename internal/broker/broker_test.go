@@ -563,22 +563,11 @@ func TestUnixSocketReceiver(t *testing.T) {
 		c.Receiver.Whitelist = mustWhitelist([]string{}) // no TCP peer may submit
 	})
 	s := subscribe(t, b, vtptest.Comet)
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(replyTimeout))
 	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/unix#1")
-	if err := vtp.WriteFrame(conn, ev); err != nil {
-		t.Fatal(err)
-	}
-	reply, err := vtp.NewFrameReader(conn, 0).ReadFrame()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, _ := vtp.ParseTransport(reply); m == nil || m.Role != vtp.RoleAck {
-		t.Fatalf("over the unix socket: %s", reply)
+	author := vtp.Author{Timeout: replyTimeout}
+	rc, err := author.Submit(t.Context(), "unix", sock, ev, "ivo://test.author/unix#1")
+	if err != nil || rc.Role != vtp.RoleAck {
+		t.Fatalf("over the unix socket: %+v %v", rc, err)
 	}
 	if !s.WaitEvents(1, deliveryWait) || !bytes.Equal(s.Events()[0], ev) {
 		t.Fatal("event not relayed byte-identical")

@@ -1,12 +1,10 @@
 package loadgen
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/bits"
 	"net"
 	"strconv"
@@ -106,8 +104,7 @@ func (r *run) seqOf(ivorn []byte) (int, bool) {
 type worker struct {
 	buf    []byte // the framed event, reused
 	ivorn  []byte // the event's ivorn, reused
-	br     *bufio.Reader
-	fr     *vtp.FrameReader
+	author *vtp.Author
 	ackLat []int64
 
 	addr int // index in ReceiveAddrs of the next attempt
@@ -213,11 +210,11 @@ func (r *run) submitAll(ctx context.Context) ([]*worker, time.Duration) {
 	workers := make([]*worker, r.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for i := range workers {
-		br := bufio.NewReaderSize(nil, 4096)
 		w := &worker{
-			buf:    make([]byte, 0, r.tmpl.Len(len(r.prefix)+24)+4),
-			br:     br,
-			fr:     vtp.NewFrameReader(br, r.cfg.MaxFrame),
+			buf: make([]byte, 0, r.tmpl.Len(len(r.prefix)+24)+4),
+			// KeepAlive off: one connection per event.
+			author: &vtp.Author{Dialer: net.Dialer{KeepAlive: -1}, Timeout: r.cfg.Timeout,
+				MaxFrame: r.cfg.MaxFrame, CloseWait: closeWait},
 			ackLat: make([]int64, 0, r.cfg.Events/r.cfg.Concurrency+1),
 			first:  -1,
 			addr:   i % len(r.cfg.ReceiveAddrs),
@@ -325,50 +322,19 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 }
 
 // attempt sends the event in w.buf on a new connection to addr and waits
-// for the receipt whose Origin is its ivorn, as comet-sendvo does
-// (docs/vtp.md §4.1). It returns the receipt and when it was read, or why
-// there was none; the error names the stage that failed.
+// for the receipt whose Origin is its ivorn (docs/vtp.md §4.1), as
+// comet-sendvo does: both submit through vtp.Author. It returns the
+// receipt and when it was read, or why there was none; the error names the
+// stage that failed.
 func (r *run) attempt(ctx context.Context, w *worker, addr string) (*vtp.Message, time.Time, error) {
-	start := time.Now()
-	deadline := start.Add(r.cfg.Timeout)
-	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	rc, err := w.author.SubmitFrame(ctx, "tcp", addr, w.buf, string(w.ivorn))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("connect: %w", err)
+		return nil, time.Time{}, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	conn.SetDeadline(deadline)
-	if _, err := conn.Write(w.buf); err != nil {
-		return nil, time.Time{}, fmt.Errorf("send: %w", err)
-	}
-	w.br.Reset(conn)
-	var m *vtp.Message
-	for {
-		p, err := w.fr.ReadFrame()
-		if err != nil {
-			if err == io.EOF {
-				err = errNoReceipt
-			}
-			return nil, time.Time{}, fmt.Errorf("receipt: %w", err)
-		}
-		m, err = vtp.ParseTransport(p)
-		// Anything but an ack/nak for this ivorn is ignored, as Comet's
-		// sender does; the deadline bounds the wait.
-		if err == nil && (m.Role == vtp.RoleAck || m.Role == vtp.RoleNak) && m.Origin == string(w.ivorn) {
-			break
-		}
-	}
-	now := time.Now()
-	// Let the broker close first (see closeWait).
-	if cw := now.Add(closeWait); cw.Before(deadline) {
-		conn.SetReadDeadline(cw)
-	}
-	if _, err := io.Copy(io.Discard, w.br); err != nil && ctx.Err() == nil {
+	if rc.LeftOpen {
 		w.notClosed++
 	}
-	return m, now, nil
+	return rc.Message, rc.At, nil
 }
 
 func plural(n int) string {
@@ -377,8 +343,6 @@ func plural(n int) string {
 	}
 	return "s"
 }
-
-var errNoReceipt = errors.New("connection closed without a receipt")
 
 // receipt records the ack or nak that ended event seq's attempt number
 // attempt; lastErr is why the attempt before it failed, if there was one.

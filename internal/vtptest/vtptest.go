@@ -5,6 +5,7 @@
 package vtptest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -16,33 +17,26 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// Submit sends payload as an author and returns the broker's receipt.
-// A nil message with a nil error means the broker closed without a reply.
+// Submit sends payload as an author (vtp.Author) and returns the broker's
+// receipt: the first ack or nak, whatever its Origin. A nil message with a
+// nil error means the broker closed without a reply.
 func Submit(addr string, payload []byte, timeout time.Duration) (*vtp.Message, error) {
 	return SubmitFrom(nil, addr, payload, timeout)
 }
 
 // SubmitFrom is Submit from a chosen local address (e.g. 127.0.0.2).
 func SubmitFrom(local net.Addr, addr string, payload []byte, timeout time.Duration) (*vtp.Message, error) {
-	d := net.Dialer{Timeout: timeout, LocalAddr: local}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
+	a := vtp.Author{Dialer: net.Dialer{LocalAddr: local}, Timeout: timeout}
+	rc, err := a.Submit(context.Background(), "tcp", addr, payload, "")
+	var se *vtp.SubmitError
+	var ne net.Error
+	switch {
+	case err == nil:
+		return rc.Message, nil
+	case errors.As(err, &se) && se.Step == vtp.StepReceipt && !(errors.As(err, &ne) && ne.Timeout()):
+		return nil, nil // closed (or reset) without a reply
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(timeout))
-	if err := vtp.WriteFrame(conn, payload); err != nil {
-		return nil, err
-	}
-	reply, err := vtp.NewFrameReader(conn, 0).ReadFrame()
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, err
-		}
-		return nil, nil // closed without a reply
-	}
-	return vtp.ParseTransport(reply)
+	return nil, err
 }
 
 // Mode selects how a Subscriber behaves.
