@@ -73,7 +73,10 @@ func TestAuthorWaitsForItsReceipt(t *testing.T) {
 }
 
 func TestAuthorFailures(t *testing.T) {
-	closing := fakeReceiver(t, func(c net.Conn) bool { return false })
+	closing := fakeReceiver(t, func(c net.Conn) bool { // reads, then closes with no reply
+		NewFrameReader(c, 0).ReadFrame()
+		return false
+	})
 	silent := fakeReceiver(t, func(c net.Conn) bool { return true })
 	open := fakeReceiver(t, func(c net.Conn) bool {
 		NewFrameReader(c, 0).ReadFrame()

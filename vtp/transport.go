@@ -72,32 +72,25 @@ func (m *Message) Marshal() []byte {
 	b.Grow(512 + len(m.Result))
 	b.WriteString(xmlDecl)
 	b.WriteString(rootOpen)
-	escapeAttr(&b, m.Role)
-	b.WriteString("\">\n  <Origin>")
-	escapeText(&b, m.Origin)
-	b.WriteString("</Origin>\n")
+	WriteEscaped(&b, m.Role, true)
+	b.WriteString("\">\n")
+	element(&b, "  ", "Origin", m.Origin)
 	if m.Response != "" {
-		b.WriteString("  <Response>")
-		escapeText(&b, m.Response)
-		b.WriteString("</Response>\n")
+		element(&b, "  ", "Response", m.Response)
 	}
-	b.WriteString("  <TimeStamp>")
-	escapeText(&b, m.TimeStamp)
-	b.WriteString("</TimeStamp>\n")
+	element(&b, "  ", "TimeStamp", m.TimeStamp)
 	switch {
 	case len(m.Params) > 0 || m.Result != "":
 		b.WriteString("  <Meta>\n")
 		for _, p := range m.Params {
 			b.WriteString(`    <Param name="`)
-			escapeAttr(&b, p.Name)
+			WriteEscaped(&b, p.Name, true)
 			b.WriteString(`" value="`)
-			escapeAttr(&b, p.Value)
+			WriteEscaped(&b, p.Value, true)
 			b.WriteString("\"/>\n")
 		}
 		if m.Result != "" {
-			b.WriteString("    <Result>")
-			escapeText(&b, m.Result)
-			b.WriteString("</Result>\n")
+			element(&b, "    ", "Result", m.Result)
 		}
 		b.WriteString("  </Meta>\n")
 	case m.Meta:
@@ -254,39 +247,37 @@ func IsTransportRole(role string) bool {
 	return false
 }
 
-func escapeText(b *strings.Builder, s string) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '&':
-			b.WriteString("&amp;")
-		case '<':
-			b.WriteString("&lt;")
-		case '>':
-			b.WriteString("&gt;")
-		case '\r':
-			b.WriteString("&#13;")
-		default:
-			b.WriteByte(c)
-		}
-	}
+// element writes one line: <name>text</name>, indented.
+func element(b *strings.Builder, indent, name, text string) {
+	b.WriteString(indent)
+	b.WriteByte('<')
+	b.WriteString(name)
+	b.WriteByte('>')
+	WriteEscaped(b, text, false)
+	b.WriteString("</")
+	b.WriteString(name)
+	b.WriteString(">\n")
 }
 
-func escapeAttr(b *strings.Builder, s string) {
+// WriteEscaped writes s to b escaped as lxml (and so Comet) escapes it:
+// &, <, > and CR everywhere, and in an attribute value (attr) also ", LF
+// and TAB, so that the bytes match Comet's.
+func WriteEscaped(b *strings.Builder, s string, attr bool) {
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '&':
+		switch c := s[i]; {
+		case c == '&':
 			b.WriteString("&amp;")
-		case '<':
+		case c == '<':
 			b.WriteString("&lt;")
-		case '>':
+		case c == '>':
 			b.WriteString("&gt;")
-		case '"':
-			b.WriteString("&quot;")
-		case '\n':
-			b.WriteString("&#10;")
-		case '\r':
+		case c == '\r':
 			b.WriteString("&#13;")
-		case '\t':
+		case attr && c == '"':
+			b.WriteString("&quot;")
+		case attr && c == '\n':
+			b.WriteString("&#10;")
+		case attr && c == '\t':
 			b.WriteString("&#9;")
 		default:
 			b.WriteByte(c)

@@ -153,23 +153,14 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: cfg.Logger, errs: make(chan error, 8)}
 
 	// Listeners first: a port in use should fail before the bus is touched.
-	for _, ep := range cfg.Receive {
-		ln, err := ep.Listen()
-		if err != nil {
-			b.closeListeners()
-			return nil, err
-		}
-		b.recvLns = append(b.recvLns, ln)
-	}
-	for _, ep := range cfg.Broadcast {
-		ln, err := ep.Listen()
-		if err != nil {
-			b.closeListeners()
-			return nil, err
-		}
-		b.castLns = append(b.castLns, ln)
-	}
 	var err error
+	if b.recvLns, err = listen(cfg.Receive); err != nil {
+		return nil, err
+	}
+	if b.castLns, err = listen(cfg.Broadcast); err != nil {
+		b.closeListeners()
+		return nil, err
+	}
 	if b.bus, err = bus.Open(ctx, cfg.Bus); err != nil {
 		b.closeListeners()
 		return nil, err
@@ -371,6 +362,22 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	}
 	b.log.Info("broker stopped")
 	return errors.Join(errs...)
+}
+
+// listen binds every endpoint, or none.
+func listen(eps []endpoint.Endpoint) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, ep := range eps {
+		ln, err := ep.Listen()
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }
 
 func (b *Broker) closeListeners() {
