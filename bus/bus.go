@@ -194,6 +194,33 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// SizeMismatchError is a NATS system that is not set up for events of
+// MaxPayload bytes: its server's max_payload is too small (Stream empty),
+// or an existing stream was made for events of another size (its
+// max_msg_size differs). Limit is that setting, headers included.
+type SizeMismatchError struct {
+	Stream     string
+	MaxPayload int
+	Limit      int64
+}
+
+// Fits is the MaxPayload that Limit is made for: the largest event the
+// server carries, or the size the stream was made for.
+func (e *SizeMismatchError) Fits() int64 { return e.Limit - HeaderRoom }
+
+// Needs is the server max_payload or stream max_msg_size that MaxPayload
+// needs.
+func (e *SizeMismatchError) Needs() int64 { return int64(e.MaxPayload) + HeaderRoom }
+
+func (e *SizeMismatchError) Error() string {
+	if e.Stream == "" {
+		return fmt.Sprintf("bus: the NATS server's max_payload is %d bytes, which carries events of at most %d bytes (%d are kept for headers); "+
+			"for MaxPayload %d raise max_payload to at least %d, or lower MaxPayload to at most %d", e.Limit, e.Fits(), HeaderRoom, e.MaxPayload, e.Needs(), e.Fits())
+	}
+	return fmt.Sprintf("bus: stream %s was made for events of up to %d bytes (max_msg_size %d), not %d; "+
+		"give MaxPayload %d, or change its max_msg_size to %d", e.Stream, e.Fits(), e.Limit, e.MaxPayload, e.Fits(), e.Needs())
+}
+
 // msgLimit is the largest message (payload plus headers) on the bus.
 func (c *Config) msgLimit() int { return c.MaxPayload + HeaderRoom }
 
@@ -258,8 +285,7 @@ func (b *Bus) open(ctx context.Context) error {
 		b.conns = append(b.conns, c)
 	}
 	if mp := b.conns[0].nc.MaxPayload(); mp < int64(b.cfg.msgLimit()) {
-		return fmt.Errorf("bus: server max_payload is %d bytes; MaxPayload %d needs %d (payload + %d for headers)",
-			mp, b.cfg.MaxPayload, b.cfg.msgLimit(), HeaderRoom)
+		return &SizeMismatchError{MaxPayload: b.cfg.MaxPayload, Limit: mp}
 	}
 	if err := b.provision(ctx); err != nil {
 		return err

@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -496,7 +497,7 @@ func TestProvisioningExternal(t *testing.T) {
 		{Config{StreamMaxAge: 24 * time.Hour}, "max_age is 168h0m0s, want 24h0m0s"},
 		{Config{SeenTTL: 24 * time.Hour}, "bucket comet_seen exists with different settings (ttl is 720h0m0s, want 24h0m0s)"},
 		{Config{MaxPayload: 99999}, "max_msg_size"},
-		{Config{MaxPayload: 4 << 20}, "server max_payload is 2097152 bytes"},
+		{Config{MaxPayload: 4 << 20}, "server's max_payload is 2097152 bytes"},
 	} {
 		tc.cfg.URL, tc.cfg.Logger = url, testLogger(t)
 		_, err := Open(ctxT(t), tc.cfg)
@@ -557,6 +558,26 @@ func TestMaxPayload(t *testing.T) {
 	ingest(t, b, ev, Accepted)
 	if d := recv(t, got); !bytes.Equal(d.Payload, ev.Payload) || len(d.IVORN) != MaxHeaderValue {
 		t.Fatalf("big event mangled: %d bytes, ivorn %d bytes", len(d.Payload), len(d.IVORN))
+	}
+}
+
+// A store made for one event size, reopened for another, and a server
+// whose max_payload is too small, are typed errors in the event sizes'
+// terms.
+func TestSizeMismatch(t *testing.T) {
+	dir := t.TempDir()
+	b := openBus(t, Config{StoreDir: dir, MaxPayload: 99999})
+	b.Close()
+	_, err := Open(ctxT(t), Config{StoreDir: dir, MaxPayload: 200000, Logger: testLogger(t)})
+	var se *SizeMismatchError
+	if !errors.As(err, &se) || se.Stream != StreamName || se.MaxPayload != 200000 || se.Fits() != 99999 ||
+		se.Needs() != 200000+HeaderRoom {
+		t.Fatalf("reopened for another size: %v", err)
+	}
+	srv := vtptest.NATSServer(t, &server.Options{MaxPayload: 1 << 20})
+	_, err = Open(ctxT(t), Config{URL: srv.ClientURL(), MaxPayload: 1 << 20, Logger: testLogger(t)})
+	if !errors.As(err, &se) || se.Stream != "" || se.Limit != 1<<20 || se.Fits() != 1<<20-HeaderRoom {
+		t.Fatalf("server max_payload too small: %v", err)
 	}
 }
 

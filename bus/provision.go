@@ -96,7 +96,12 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) (je
 	if err != nil {
 		return nil, fmt.Errorf("bus: provisioning stream %s: %w", want.Name, err)
 	}
-	if d := streamDiff(s.CachedInfo().Config, want); d.any() {
+	have := s.CachedInfo().Config
+	if d := streamDiff(have, want); d.any() {
+		if len(d) == 1 && have.MaxMsgSize != want.MaxMsgSize {
+			// Made by a process with another MaxPayload: say so in its terms.
+			return nil, &SizeMismatchError{Stream: want.Name, MaxPayload: b.cfg.MaxPayload, Limit: int64(have.MaxMsgSize)}
+		}
 		return nil, fmt.Errorf("bus: stream %s exists with different settings (%s); change them or delete the stream", want.Name, d)
 	}
 	return s, nil

@@ -1,8 +1,8 @@
 // Package endpoint parses the Twisted-style endpoint strings of Comet's
 // command line (README.md, Options): listeners such as "tcp:8098",
-// "tcp:8098:interface=127.0.0.1", "tcp6:8098", "unix:/run/comet.sock" or a
-// bare "8098", and client targets such as "host", "host:port",
-// "tcp:host:port", "tcp:host=H:port=P" or "unix:/path".
+// "tcp:8098:interface=127.0.0.1", "tcp6:8098", "unix:/run/comet.sock", a
+// bare "8098" or "127.0.0.1:8098", and client targets such as "host",
+// "host:port", "tcp:host:port", "tcp:host=H:port=P" or "unix:/path".
 package endpoint
 
 import (
@@ -29,8 +29,16 @@ func (e Endpoint) Listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// ParseServer parses a listening endpoint. Comet's "tcp:PORT" listens on
-// every IPv4 interface; we listen on every interface (IPv4 and IPv6).
+// twistedTypes are the endpoint types of Twisted's server syntax that
+// Comet's command line could be given; those outside "tcp", "tcp6" and
+// "unix" are refused by name rather than read as a host.
+var twistedTypes = map[string]bool{"tcp": true, "tcp6": true, "unix": true, "ssl": true, "systemd": true, "tls": true, "onion": true}
+
+// ParseServer parses a listening endpoint: Twisted's syntax as Comet takes
+// it, a bare PORT, or HOST:PORT as for a client target (":8098",
+// "127.0.0.1:8098", "[::1]:8098", "localhost:8098"). Comet's "tcp:PORT"
+// listens on every IPv4 interface; we listen on every interface (IPv4 and
+// IPv6).
 func ParseServer(s string) (Endpoint, error) {
 	s = strings.TrimSpace(s)
 	if _, err := strconv.ParseUint(s, 10, 16); err == nil {
@@ -38,7 +46,16 @@ func ParseServer(s string) (Endpoint, error) {
 	}
 	kind, rest, ok := strings.Cut(s, ":")
 	if !ok {
-		return Endpoint{}, fmt.Errorf("invalid endpoint %q: want tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT or unix:PATH", s)
+		return Endpoint{}, fmt.Errorf("invalid endpoint %q: want HOST:PORT, tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT or unix:PATH", s)
+	}
+	if !twistedTypes[kind] {
+		if host, port, err := net.SplitHostPort(s); err == nil {
+			p, err := parsePort(port)
+			if err != nil {
+				return Endpoint{}, fmt.Errorf("invalid endpoint %q: %v", s, err)
+			}
+			return Endpoint{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(p))}, nil
+		}
 	}
 	switch kind {
 	case "unix":

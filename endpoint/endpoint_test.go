@@ -10,6 +10,11 @@ func TestParseServer(t *testing.T) {
 		"tcp6:8098":                      {"tcp6", ":8098"},
 		"unix:/run/comet.sock":           {"unix", "/run/comet.sock"},
 		"unix:/run/comet.sock:mode=0660": {"unix", "/run/comet.sock"},
+		// HOST:PORT, as a client target is written.
+		"127.0.0.1:8098": {"tcp", "127.0.0.1:8098"},
+		":8098":          {"tcp", ":8098"},
+		"[::1]:8099":     {"tcp", "[::1]:8099"},
+		"localhost:0":    {"tcp", "localhost:0"},
 	}
 	for in, want := range good {
 		got, err := ParseServer(in)
@@ -17,7 +22,7 @@ func TestParseServer(t *testing.T) {
 			t.Errorf("%q: %v %v, want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "tcp:", "tcp:x", "tcp:70000", "ssl:8098", "unix:", "tcp:8098:bogus=1", "host:8098"} {
+	for _, in := range []string{"", "tcp:", "tcp:x", "tcp:70000", "ssl:8098", "unix:", "tcp:8098:bogus=1", "host:99999", "host", "::1"} {
 		if e, err := ParseServer(in); err == nil {
 			t.Errorf("%q accepted as %v", in, e)
 		}

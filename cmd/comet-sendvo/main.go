@@ -26,7 +26,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/comet-go/comet/endpoint"
+	"github.com/comet-go/comet/internal/cli"
 	"github.com/comet-go/comet/signature"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
@@ -44,37 +47,54 @@ const (
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
 
+// usage lists the options by what they are for, each with its alias.
+var usage = cli.Layout{
+	Head: `usage: comet-sendvo [options] TARGET EVENT
+       comet-sendvo [-h HOST] [-p PORT] [-f FILE]              (Comet 2012)
+       comet-sendvo --sign --key KEYID --passphrase-file FILE --secret-keys KEYS TARGET EVENT
+
+Submit one VOEvent to a broker and wait for its receipt; exit 0 only on ack,
+1 when the event was refused or got no receipt, 2 for a bad command line.
+TARGET is host, host:port, tcp:host:port or unix:PATH (default port 8098);
+EVENT is a file name or - for standard input. The file is sent byte for byte.
+`,
+	Groups: []cli.Group{
+		{Title: "Sending", Names: [][]string{{"timeout"}, {"max-event-size"}, {"v"}}},
+		{Title: "Comet 2012's form, instead of TARGET EVENT", Names: [][]string{{"host", "h"}, {"port", "p"}, {"file", "f"}}},
+		{Title: "OpenPGP", Names: [][]string{{"sign", "s"}, {"key"}, {"passphrase-file"}, {"secret-keys"}}},
+	},
+}
+
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("comet-sendvo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are one line, below; --help goes to stdout
+	fs.Usage = func() {}
 	var host, file string
 	var port, verbose int
 	var timeout time.Duration
 	var maxFrame int
 	var sign signOpt
 	var keyID, passphraseFile, secretKeys string
-	fs.StringVar(&host, "host", "", "broker host (Comet 2012 form; default localhost)")
-	fs.StringVar(&host, "h", "", "shorthand for --host")
-	fs.IntVar(&port, "port", vtp.DefaultReceivePort, "broker port (Comet 2012 form)")
-	fs.IntVar(&port, "p", vtp.DefaultReceivePort, "shorthand for --port")
-	fs.StringVar(&file, "file", "", "event file, - for stdin (Comet 2012 form)")
-	fs.StringVar(&file, "f", "", "shorthand for --file")
+	fs.StringVar(&host, "host", "", "broker `HOST` (default localhost)")
+	fs.StringVar(&host, "h", "", "broker `HOST` (default localhost)")
+	fs.IntVar(&port, "port", vtp.DefaultReceivePort, "broker `PORT`")
+	fs.IntVar(&port, "p", vtp.DefaultReceivePort, "broker `PORT`")
+	fs.StringVar(&file, "file", "", "event `FILE`, - for standard input (the default)")
+	fs.StringVar(&file, "f", "", "event `FILE`, - for standard input (the default)")
 	fs.DurationVar(&timeout, "timeout", DefaultTimeout, "how long to wait for the receipt")
-	fs.IntVar(&maxFrame, "max-event-size", vtp.DefaultMaxFrame, "largest frame to send or accept, in bytes")
+	fs.IntVar(&maxFrame, "max-event-size", vtp.DefaultMaxFrame, "largest frame to send or accept, in `BYTES`")
 	fs.BoolFunc("v", "more output (repeatable)", func(string) error { verbose++; return nil })
 	fs.Var(&sign, "sign", "sign the event with OpenPGP (with --key, --passphrase-file, --secret-keys), or --sign KEYID:PASSPHRASE_FILE")
-	fs.Var(&sign, "s", "shorthand for --sign")
-	fs.StringVar(&keyID, "key", "", "OpenPGP key to sign with: fingerprint, long or short key ID")
-	fs.StringVar(&passphraseFile, "passphrase-file", "", "file whose first line is the key's passphrase")
-	fs.StringVar(&secretKeys, "secret-keys", "", "exported OpenPGP secret key file holding --key (gpg --export-secret-keys KEYID)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: comet-sendvo [options] TARGET EVENT\n       comet-sendvo [-h HOST] [-p PORT] [-f FILE]\n       comet-sendvo --sign --key KEYID --passphrase-file FILE --secret-keys KEYS TARGET EVENT\n\nSubmit one VOEvent and wait for the broker's receipt; exit 0 only on ack.\n\nOptions:\n")
-		fs.PrintDefaults()
-	}
+	fs.Var(&sign, "s", "sign the event with OpenPGP (with --key, --passphrase-file, --secret-keys), or --sign KEYID:PASSPHRASE_FILE")
+	fs.StringVar(&keyID, "key", "", "OpenPGP `KEY` to sign with: fingerprint, long or short key ID")
+	fs.StringVar(&passphraseFile, "passphrase-file", "", "`FILE` whose first line is the key's passphrase")
+	fs.StringVar(&secretKeys, "secret-keys", "", "exported OpenPGP secret key `FILE` holding --key (gpg --export-secret-keys KEYID)")
 	if err := fs.Parse(regroupSign(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage.Write(stdout, fs)
 			return exitAck
 		}
+		fmt.Fprintf(stderr, "comet-sendvo: %s\n", cli.ParseError(err, args, "comet-sendvo --help"))
 		return exitUsage
 	}
 	var target endpoint.Endpoint
@@ -96,7 +116,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		target, err = endpoint.ParseClient(net.JoinHostPort(host, strconv.Itoa(port)), vtp.DefaultReceivePort)
 	default:
-		fmt.Fprintln(stderr, "comet-sendvo: want TARGET and EVENT (see -help)")
+		fmt.Fprintln(stderr, "comet-sendvo: want TARGET and EVENT; see comet-sendvo --help")
 		return exitUsage
 	}
 	if err != nil {
@@ -104,6 +124,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	if f, ok := stdin.(*os.File); ok && file == "-" && term.IsTerminal(int(f.Fd())) {
+		// Otherwise it looks hung: say what it waits for.
+		fmt.Fprintln(stderr, "comet-sendvo: reading the event from standard input (a terminal): paste it, then press Ctrl-D; or give a file (see comet-sendvo --help)")
+	}
 	payload, err := readEvent(file, stdin, maxFrame)
 	if err != nil {
 		fmt.Fprintf(stderr, "comet-sendvo: %v\n", err)

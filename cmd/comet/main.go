@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -34,6 +35,7 @@ import (
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
+	"github.com/comet-go/comet/internal/cli"
 	"github.com/comet-go/comet/signature"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/voevent"
@@ -60,7 +62,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tap" {
 		os.Exit(runTap(os.Args[2:], os.Stdout, os.Stderr))
 	}
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // usageError is a bad command line: one clear line and exit status 2.
@@ -68,8 +70,8 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-func run(args []string, stderr io.Writer) int {
-	opts, err := parseArgs(args, stderr)
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseArgs(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -78,7 +80,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if opts.showVersion {
-		fmt.Fprintln(stderr, "comet", version)
+		fmt.Fprintln(stdout, "comet", version)
 		return 0
 	}
 	// INFO by default; each -v one step towards DEBUG, each -q towards ERROR.
@@ -94,6 +96,9 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "comet: %v\n", err)
 		return 2
+	}
+	for _, w := range opts.warnings {
+		logger.Warn(w)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -116,17 +121,8 @@ func run(args []string, stderr io.Writer) int {
 			"which the system may clear and every user of this machine shares; give --eventdb DIR for a durable store", "eventdb", cfg.Bus.StoreDir)
 	}
 	b, err := broker.Start(ctx, cfg)
-	var locked *bus.StoreLockedError
-	if errors.As(err, &locked) {
-		holder := "another process"
-		if locked.PID > 0 {
-			holder = fmt.Sprintf("process %d", locked.PID)
-		}
-		fmt.Fprintf(stderr, "comet: --eventdb %s is in use by %s; one process per store: give this one its own --eventdb\n", locked.Dir, holder)
-		return 2
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "comet: %v\n", err)
+		fmt.Fprintf(stderr, "comet: %v\n", startError(err, opts))
 		return 2
 	}
 	status := 0
@@ -178,11 +174,12 @@ type options struct {
 	saveDir                   string
 	cmdTimeout                time.Duration
 	cmdPool, stageRetries     int
+	cmdAllowMissing           bool
 	receivePort, castPort     int
 	localIVO                  string
 	eventDB                   string
 	receiveWL, broadcastWL    listOpt
-	testInterval              int
+	testInterval              secondsOpt
 	verbose, quiet            int
 	nats                      natsOptions
 	natsListen                string
@@ -196,15 +193,22 @@ type options struct {
 	node                      string
 	maxEventSize              int
 	receiveTimeout            time.Duration
+	lingerTimeout             time.Duration
 	iamaliveInterval          time.Duration
 	grace                     time.Duration
 	queueLen, maxUnacked      int
+	maxInFlight               int
+	queueWait, ackStall       time.Duration
 	writeTimeout              time.Duration
 	shutdownTimeout           time.Duration
 	syncAlways, showVersion   bool
 	debugAddr                 string
 	maxConns, maxPerPeer      int
 	receiveWLFile, castWLFile string
+
+	// warnings are options that have no effect, found by config; run logs
+	// them.
+	warnings []string
 }
 
 // Options that take an optional value (argparse nargs='?') and options
@@ -218,84 +222,130 @@ var (
 	}
 )
 
-func parseArgs(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
+// usage is how "comet -h" lists the options: by role, each with its
+// aliases (Comet 2012's, or a short form) beside it. Every option is in
+// exactly one group (TestEveryOptionIsListed).
+var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroOrMore, Groups: []cli.Group{
+	{Title: "General", Names: [][]string{{"local-ivo"}, {"node"}, {"verbose", "v"}, {"quiet", "q"}, {"shutdown-timeout"},
+		{"debug-addr"}, {"version"}}},
+	{Title: "Receiving events from authors", Names: [][]string{{"receive", "r"}, {"receive-port"},
+		{"receive-whitelist", "whitelist", "author-whitelist"}, {"whitelist-file"}, {"receive-timeout"}}},
+	{Title: "Broadcasting events to subscribers", Names: [][]string{{"broadcast", "b"}, {"broadcast-port"},
+		{"broadcast-whitelist", "subscriber-whitelist"}, {"broadcast-whitelist-file"}, {"iamalive-interval"},
+		{"broadcast-test-interval"}, {"broadcast-grace"}}},
+	{Title: "Subscribing to other brokers", Names: [][]string{{"subscribe", "remote"}, {"filter"}}},
+	{Title: "Handlers, run for every accepted event", Names: [][]string{{"print-event"}, {"save-event"}, {"save-event-directory"},
+		{"action"}, {"cmd"}, {"cmd-timeout"}, {"cmd-pool"}, {"cmd-allow-missing"}, {"stage-retries"}}},
+	{Title: "OpenPGP", Names: [][]string{{"sender-auth"}, {"subscriber-auth"}, {"trusted-keys"}, {"public-keys"}, {"auth-timeout"},
+		{"key-id"}, {"passphrase-file"}, {"secret-keys"}, {"sign"}}},
+	{Title: "Bus: where events are stored and shared", Names: [][]string{{"eventdb"}, {"nats"}, {"nats-creds"}, {"nats-tls-ca"},
+		{"nats-tls-cert"}, {"nats-tls-key"}, {"nats-listen"}, {"replicas"}, {"sync-always"}}},
+	{Title: "Limits", Names: [][]string{{"max-event-size"}, {"max-connections"}, {"max-connections-per-peer"},
+		{"filter-budget"}, {"subscriber-queue"}, {"queue-wait"}, {"max-in-flight"}, {"ack-stall-timeout"}, {"max-unacked"},
+		{"write-timeout"}, {"linger-timeout"}}},
+}}
+
+const usageHead = `usage: comet [options]
+       comet tap --nats URL [options]   (the bus as JSON lines; comet tap -h)
+
+A VOEvent broker. Give at least one of --receive, --broadcast, --subscribe
+and a handler. Names after a comma are aliases: Comet 2012's, or a short
+form.
+`
+
+// parseArgs reads the command line. -h and --help give flag.ErrHelp,
+// after writing the usage to stdout; any other mistake is one line
+// ending in "see comet -h".
+func parseArgs(args []string, stdout io.Writer) (*options, error) {
+	o := &options{testInterval: secondsOpt(egress.DefaultTestInterval)}
+	fs := o.flags()
+	err := fs.Parse(regroup(args))
+	if errors.Is(err, flag.ErrHelp) {
+		usage.Write(stdout, fs)
+		return nil, err
+	}
+	if err != nil {
+		return nil, usageError{cli.ParseError(err, args, "comet -h")}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q; see comet -h", fs.Arg(0))}
+	}
+	return o, nil
+}
+
+// flags defines the options, setting o.
+func (o *options) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("comet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are reported by the caller, in one line
+	fs.Usage = func() {}
 	for _, n := range []string{"receive", "r"} {
-		fs.Var(&o.receive, n, "accept event submissions from authors; optional ENDPOINT (tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT, unix:PATH; default tcp:8098); repeatable")
+		fs.Var(&o.receive, n, "accept event submissions from authors on `ENDPOINT` (HOST:PORT, tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT, unix:PATH; default tcp:"+strconv.Itoa(vtp.DefaultReceivePort)+"); repeatable")
 	}
 	for _, n := range []string{"broadcast", "b"} {
-		fs.Var(&o.broadcast, n, "serve subscribers; optional ENDPOINT (default tcp:8099); repeatable")
+		fs.Var(&o.broadcast, n, "serve subscribers on `ENDPOINT` (as --receive; default tcp:"+strconv.Itoa(vtp.DefaultBroadcastPort)+"); repeatable")
 	}
 	for _, n := range []string{"subscribe", "remote"} {
-		fs.Var(&o.subscribe, n, "subscribe to the broker at ENDPOINT (host, host:port, tcp:host:port, unix:PATH; default port 8099); repeatable")
+		fs.Var(&o.subscribe, n, "subscribe to the broker at `ENDPOINT` (host, host:port, tcp:host:port, unix:PATH; default port "+strconv.Itoa(vtp.DefaultBroadcastPort)+"); repeatable")
 	}
-	fs.Var(&o.filters, "filter", "XPath filter sent to every upstream broker, and applied to the events it sends (checked at start-up); repeatable")
+	fs.Var(&o.filters, "filter", "`XPATH` filter sent to every upstream broker, and applied to the events it sends (checked at start-up); repeatable")
 	fs.IntVar(&o.filterBudget, "filter-budget", filter.DefaultBudget, filterBudgetUsage)
-	fs.Var(&o.actions, "action", "enable a built-in handler by name: print-event, save-event (Comet 2012); repeatable")
+	fs.Var(&o.actions, "action", "enable a built-in handler by `NAME`: print-event, save-event (Comet 2012); repeatable")
 	fs.BoolVar(&o.printEvent, "print-event", false, "print every accepted event on standard output")
 	fs.BoolVar(&o.saveEvent, "save-event", false, "save every accepted event to a file in --save-event-directory")
-	fs.StringVar(&o.saveDir, "save-event-directory", "", "directory for --save-event (default: the working directory)")
-	fs.Var(&o.commands, "cmd", "run this executable for every accepted event, the event on its standard input; repeatable")
+	fs.StringVar(&o.saveDir, "save-event-directory", "", "`DIR` for --save-event, created if missing (default: the working directory)")
+	fs.Var(&o.commands, "cmd", "run the executable `PATH` for every accepted event, the event on its standard input; repeatable")
 	fs.DurationVar(&o.cmdTimeout, "cmd-timeout", stages.DefaultCmdTimeout, "longest one run of a --cmd may take; then it is killed and counts as failed")
 	fs.IntVar(&o.cmdPool, "cmd-pool", stages.DefaultCmdPool, "runs of one --cmd under way at once")
+	fs.BoolVar(&o.cmdAllowMissing, "cmd-allow-missing", false, "start although a --cmd does not exist or is not executable yet (its events fail, are retried and dead-lettered until it is)")
 	fs.IntVar(&o.stageRetries, "stage-retries", stages.DefaultMaxRetries, "retries of a failing handler, with growing pauses, before the event is dead-lettered (0: none)")
-	fs.IntVar(&o.receivePort, "receive-port", vtp.DefaultReceivePort, "port of the default receive endpoint (Comet 2012)")
-	fs.IntVar(&o.castPort, "broadcast-port", vtp.DefaultBroadcastPort, "port of the default broadcast endpoint (Comet 2012)")
-	fs.StringVar(&o.localIVO, "local-ivo", "", "this broker's IVOA identifier (required with --receive or --broadcast)")
-	fs.StringVar(&o.eventDB, "eventdb", broker.DefaultEventDB(), "directory of the embedded bus: stored events and the previously-seen database")
+	fs.IntVar(&o.receivePort, "receive-port", vtp.DefaultReceivePort, "`PORT` of the default receive endpoint (Comet 2012)")
+	fs.IntVar(&o.castPort, "broadcast-port", vtp.DefaultBroadcastPort, "`PORT` of the default broadcast endpoint (Comet 2012)")
+	fs.StringVar(&o.localIVO, "local-ivo", "", "this broker's IVOA identifier, `IVORN` (required with --receive or --broadcast)")
+	fs.StringVar(&o.eventDB, "eventdb", broker.DefaultEventDB(), "`DIR` of the embedded bus: stored events and the previously-seen database")
 	for _, n := range []string{"receive-whitelist", "whitelist", "author-whitelist"} {
-		fs.Var(&o.receiveWL, n, "networks allowed to submit (CIDR or address/netmask); zero or more values; default everyone")
+		fs.Var(&o.receiveWL, n, "`NETWORK`s allowed to submit (CIDR or address/netmask); zero or more values; default everyone")
 	}
 	for _, n := range []string{"broadcast-whitelist", "subscriber-whitelist"} {
-		fs.Var(&o.broadcastWL, n, "networks allowed to subscribe; zero or more values; default everyone")
+		fs.Var(&o.broadcastWL, n, "`NETWORK`s allowed to subscribe; zero or more values; default everyone")
 	}
-	fs.StringVar(&o.receiveWLFile, "whitelist-file", "", "file of networks allowed to submit (one or more per line, # comments), added to --whitelist; re-read on SIGHUP")
-	fs.StringVar(&o.castWLFile, "broadcast-whitelist-file", "", "file of networks allowed to subscribe, added to --broadcast-whitelist; re-read on SIGHUP")
+	fs.StringVar(&o.receiveWLFile, "whitelist-file", "", "`FILE` of networks allowed to submit (one or more per line, # comments), added to --receive-whitelist; re-read on SIGHUP")
+	fs.StringVar(&o.castWLFile, "broadcast-whitelist-file", "", "`FILE` of networks allowed to subscribe, added to --broadcast-whitelist; re-read on SIGHUP")
 	fs.IntVar(&o.maxConns, "max-connections", DefaultMaxConns, "open connections per listener; more are closed at accept (0: no limit)")
 	fs.IntVar(&o.maxPerPeer, "max-connections-per-peer", DefaultMaxConnsPerPeer, "open connections per listener from one source address (0: no limit)")
 	fs.BoolVar(&o.senderAuth, "sender-auth", false, "accept only events signed with OpenPGP by their author (AuthorIVORN = the signer's user ID) or by a key the author certified; keys from --trusted-keys")
 	fs.BoolVar(&o.subAuth, "subscriber-auth", false, "serve only subscribers whose authenticate reply is signed by a key from --trusted-keys")
-	fs.StringVar(&o.trustedKeys, "trusted-keys", "", "OpenPGP public keys trusted fully: a file or a directory of files, armoured or binary (gpg --export; not pubring.kbx); re-read on SIGHUP")
-	fs.StringVar(&o.publicKeys, "public-keys", "", "more OpenPGP public keys, not trusted themselves: notaries whose user ID a trusted key certified; re-read on SIGHUP")
-	fs.StringVar(&o.keyID, "key-id", "", "sign this broker's authenticate replies to upstream brokers with this OpenPGP key (fingerprint, long or short ID) from --secret-keys")
-	fs.StringVar(&o.passphraseFile, "passphrase-file", "", "file whose first line is the passphrase of --key-id")
-	fs.StringVar(&o.secretKeys, "secret-keys", "", "exported OpenPGP secret key file holding --key-id (gpg --export-secret-keys)")
-	fs.StringVar(&o.sign, "sign", "", "KEYID:PASSPHRASE_FILE, the same as --key-id KEYID --passphrase-file PASSPHRASE_FILE (Comet's late 2012 form)")
+	fs.StringVar(&o.trustedKeys, "trusted-keys", "", "OpenPGP public keys trusted fully: a `FILE` or a directory of files, armoured or binary (gpg --export; not pubring.kbx); re-read on SIGHUP")
+	fs.StringVar(&o.publicKeys, "public-keys", "", "more OpenPGP public keys (a `FILE` or directory), not trusted themselves: notaries whose user ID a trusted key certified; re-read on SIGHUP")
+	fs.StringVar(&o.keyID, "key-id", "", "sign this broker's authenticate replies to upstream brokers with this OpenPGP `KEY` (fingerprint, long or short ID) from --secret-keys")
+	fs.StringVar(&o.passphraseFile, "passphrase-file", "", "`FILE` whose first line is the passphrase of --key-id")
+	fs.StringVar(&o.secretKeys, "secret-keys", "", "exported OpenPGP secret key `FILE` holding --key-id (gpg --export-secret-keys)")
+	fs.StringVar(&o.sign, "sign", "", "`KEYID:PASSPHRASE_FILE`, the same as --key-id KEYID --passphrase-file PASSPHRASE_FILE (Comet's late 2012 form)")
 	fs.DurationVar(&o.authTimeout, "auth-timeout", egress.DefaultAuthTimeout, "with --subscriber-auth, how long a subscriber has to send a signed authenticate reply")
-	fs.IntVar(&o.testInterval, "broadcast-test-interval", 3600, "seconds between test events sent to subscribers; 0 disables")
-	fs.Var((*countOpt)(&o.verbose), "v", "more logging (repeatable)")
+	fs.Var(&o.testInterval, "broadcast-test-interval", "time between test events sent to subscribers: a `DURATION` (1h) or Comet's seconds (3600); 0 disables")
 	fs.Var((*countOpt)(&o.verbose), "verbose", "more logging (repeatable)")
-	fs.Var((*countOpt)(&o.quiet), "q", "less logging (repeatable)")
+	fs.Var((*countOpt)(&o.verbose), "v", "more logging (repeatable)")
 	fs.Var((*countOpt)(&o.quiet), "quiet", "less logging (repeatable)")
-	o.nats.register(fs, "use the external NATS JetStream server(s) at URL[,URL...] instead of the embedded bus")
+	fs.Var((*countOpt)(&o.quiet), "q", "less logging (repeatable)")
+	o.nats.register(fs, "use the external NATS JetStream server(s) at `URL[,URL...]` instead of the embedded bus")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the event stream and the previously-seen bucket when this process creates them (3 on a 3-node cluster); existing ones must match")
-	fs.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded bus to NATS clients on HOST:PORT (default: not exposed)")
-	host, _ := os.Hostname()
-	fs.StringVar(&o.node, "node", host, "node name recorded on events and naming this broadcaster's bus consumer")
-	fs.IntVar(&o.maxEventSize, "max-event-size", vtp.DefaultMaxFrame, "largest VTP frame accepted, in bytes (Comet: 99999; every Comet peer drops larger frames)")
+	fs.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded bus to NATS clients on `HOST:PORT` (default: not exposed)")
+	fs.StringVar(&o.node, "node", "", "`NAME` of this node, recorded on events and naming this broadcaster's bus consumer; default: the host name")
+	fs.IntVar(&o.maxEventSize, "max-event-size", vtp.DefaultMaxFrame, "largest VTP frame accepted, in `BYTES` (Comet: 99999; every Comet peer drops larger frames)")
 	fs.DurationVar(&o.receiveTimeout, "receive-timeout", ingress.DefaultReceiveTimeout, "time an author has from connect to deliver its event")
+	fs.DurationVar(&o.lingerTimeout, "linger-timeout", ingress.DefaultLingerTimeout, "after a receipt, how long the receiver waits for the author to close before closing itself")
 	fs.DurationVar(&o.iamaliveInterval, "iamalive-interval", egress.DefaultIAmAliveInterval, "keep-alive period towards subscribers")
 	fs.DurationVar(&o.grace, "broadcast-grace", egress.DefaultGrace, "after a restart, how long subscribers get to reconnect before stored events are replayed")
-	fs.IntVar(&o.queueLen, "subscriber-queue", egress.DefaultQueueLen, "frames queued per subscriber; one whose queue stays full for 1 s is dropped as too slow")
+	fs.IntVar(&o.queueLen, "subscriber-queue", egress.DefaultQueueLen, "frames queued per subscriber; one whose queue stays full for --queue-wait is dropped as too slow")
+	fs.DurationVar(&o.queueWait, "queue-wait", egress.DefaultQueueWait, "how long an event waits for room in full subscriber queues before those subscribers are dropped")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", egress.DefaultMaxInFlight, "events sent to one subscriber and not yet acknowledged; at it, its writer waits for acks")
+	fs.DurationVar(&o.ackStall, "ack-stall-timeout", egress.DefaultAckStallTimeout, "how long a subscriber at --max-in-flight may go without acknowledging an event before it is dropped")
 	fs.IntVar(&o.maxUnacked, "max-unacked", egress.DefaultMaxUnacked, "unacknowledged events at a keep-alive tick that get a subscriber dropped")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", egress.DefaultWriteTimeout, "longest a write to one subscriber may block before it is dropped")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "fsync every bus write: survives power loss, costs throughput")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
-	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on HOST:PORT (for profiling; keep it on loopback)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: comet [options]\n       comet tap --nats URL [options]   (the bus as JSON lines; comet tap -h)\n\nA VOEvent broker. Give at least one of --receive, --broadcast, --subscribe and a handler.\n\nOptions:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(regroup(args)); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	return o, nil
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on `HOST:PORT` (for profiling; keep it on loopback)")
+	return fs
 }
 
 // regroup rewrites "--receive tcp:8098" as "--receive=tcp:8098" and
@@ -352,13 +402,17 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 			SyncAlways: o.syncAlways,
 		},
 		Receiver: ingress.ReceiverConfig{
-			Timeout: o.receiveTimeout,
+			Timeout:       o.receiveTimeout,
+			LingerTimeout: o.lingerTimeout,
 		},
 		Broadcaster: egress.Config{
 			IAmAliveInterval: o.iamaliveInterval,
-			TestInterval:     time.Duration(o.testInterval) * time.Second,
+			TestInterval:     time.Duration(o.testInterval),
 			Grace:            o.grace,
 			QueueLen:         o.queueLen,
+			QueueWait:        o.queueWait,
+			MaxInFlight:      o.maxInFlight,
+			AckStallTimeout:  o.ackStall,
 			MaxUnacked:       o.maxUnacked,
 			WriteTimeout:     o.writeTimeout,
 		},
@@ -384,30 +438,31 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if !roles && o.nats.url == "" {
 		return cfg, usageError{"handlers alone make a stage worker, which needs the bus of other processes: give --nats URL"}
 	}
-	if o.stageRetries < 0 || o.cmdPool < 1 || o.cmdTimeout <= 0 {
-		return cfg, usageError{"--stage-retries must be >= 0, --cmd-pool >= 1 and --cmd-timeout > 0"}
+	if err := o.checkLimits(); err != nil {
+		return cfg, err
 	}
 	retries := o.stageRetries
 	if retries == 0 {
 		retries = -1 // stages.Config: negative means no retry
 	}
 	cfg.Stages = stages.Config{
-		Actions:    actions,
-		SaveDir:    o.saveDir,
-		Commands:   o.commands,
-		CmdTimeout: o.cmdTimeout,
-		CmdPool:    o.cmdPool,
-		MaxRetries: retries,
-		Logger:     logger,
+		Actions:              actions,
+		SaveDir:              o.saveDir,
+		Commands:             o.commands,
+		AllowMissingCommands: o.cmdAllowMissing,
+		CmdTimeout:           o.cmdTimeout,
+		CmdPool:              o.cmdPool,
+		MaxRetries:           retries,
+		Logger:               logger,
+	}
+	if err := o.checkHandlers(cfg.Stages); err != nil {
+		return cfg, err
 	}
 	if o.localIVO == "" && (o.receive.set || o.broadcast.set) {
 		return cfg, usageError{"IVOA identifier required (--local-ivo)"}
 	}
 	if o.localIVO != "" && !voevent.ValidIVOID(o.localIVO) {
 		return cfg, usageError{fmt.Sprintf("invalid IVOA identifier: %s; required format: ivo://authorityID/resourceKey#local_ID", o.localIVO)}
-	}
-	if o.testInterval < 0 {
-		return cfg, usageError{"--broadcast-test-interval must be >= 0"}
 	}
 	if o.maxEventSize < 1 || o.maxEventSize > 64<<20 {
 		return cfg, usageError{"--max-event-size must be between 1 and 67108864"}
@@ -447,9 +502,16 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		cfg.Subscribe = append(cfg.Subscribe, ep)
 	}
 	for _, f := range o.filters {
-		if _, err := filter.Compile(f); err != nil {
+		cf, err := filter.Compile(f)
+		if err != nil {
 			return cfg, usageError{fmt.Sprintf("invalid XPath expression: %v", err)}
 		}
+		for _, fn := range cf.UnknownFunctions() {
+			o.warnings = append(o.warnings, fmt.Sprintf("--filter %s calls %s(), which XPath 1.0 does not define: it matches no event", f, fn))
+		}
+	}
+	if len(o.filters) > 0 && len(o.subscribe) == 0 {
+		o.warnings = append(o.warnings, "--filter has no effect without --subscribe: filters are sent to upstream brokers")
 	}
 	cfg.Subscriber.Filters = o.filters
 	if err := checkFilterBudget(o.filterBudget); err != nil {
@@ -475,6 +537,66 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// checkLimits refuses limits that cannot work, naming the option.
+func (o *options) checkLimits() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"cmd-timeout", o.cmdTimeout}, {"receive-timeout", o.receiveTimeout}, {"linger-timeout", o.lingerTimeout},
+		{"iamalive-interval", o.iamaliveInterval}, {"queue-wait", o.queueWait}, {"ack-stall-timeout", o.ackStall},
+		{"write-timeout", o.writeTimeout}, {"shutdown-timeout", o.shutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return usageError{fmt.Sprintf("--%s %v: must be more than 0", d.name, d.v)}
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"cmd-pool", o.cmdPool}, {"subscriber-queue", o.queueLen}, {"max-in-flight", o.maxInFlight}, {"max-unacked", o.maxUnacked}} {
+		if n.v < 1 {
+			return usageError{fmt.Sprintf("--%s %d: must be at least 1", n.name, n.v)}
+		}
+	}
+	switch {
+	case o.stageRetries < 0:
+		return usageError{fmt.Sprintf("--stage-retries %d: must be 0 or more", o.stageRetries)}
+	case o.grace < 0:
+		return usageError{fmt.Sprintf("--broadcast-grace %v: must be 0 or more", o.grace)}
+	}
+	return nil
+}
+
+// checkHandlers finds at start-up what would make a handler fail on every
+// event: a --cmd that cannot be run (unless --cmd-allow-missing), a
+// save-event directory that cannot be made or written. Options that have
+// no effect are warnings.
+func (o *options) checkHandlers(sc stages.Config) error {
+	saving := slices.Contains(sc.Actions, stages.ActionSaveEvent)
+	if o.saveDir != "" && !saving {
+		o.warnings = append(o.warnings, "--save-event-directory has no effect without --save-event")
+	}
+	if saving {
+		dir, flagName := o.saveDir, "--save-event-directory "+o.saveDir
+		if dir == "" {
+			dir, flagName = ".", "--save-event (into the working directory; give --save-event-directory)"
+		}
+		if err := usableDir(dir); err != nil {
+			return usageError{fmt.Sprintf("%s: %v", flagName, err)}
+		}
+	}
+	sc.Logger = slog.New(slog.DiscardHandler) // the broker logs them when it starts them
+	if _, err := stages.Stages(sc); err != nil {
+		var ne *stages.NotExecutableError
+		if errors.As(err, &ne) {
+			return usageError{fmt.Sprintf("--cmd %s: not executable: %v; give --cmd-allow-missing if it will appear later", ne.Path, ne.Err)}
+		}
+		return usageError{err.Error()}
+	}
+	return nil
 }
 
 // whitelists combines the command-line networks with the whitelist files,
@@ -561,6 +683,25 @@ type listValues []string
 func (l *listValues) String() string     { return strings.Join(*l, " ") }
 func (l *listValues) Set(v string) error { *l = append(*l, v); return nil }
 
+// secondsOpt is a duration given as Comet's whole seconds ("3600") or as a
+// Go duration ("1h"); not negative.
+type secondsOpt time.Duration
+
+func (d *secondsOpt) String() string { return time.Duration(*d).String() }
+func (d *secondsOpt) Set(v string) error {
+	var t time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n <= int64(math.MaxInt64/time.Second) {
+		t = time.Duration(n) * time.Second
+	} else if t, err = time.ParseDuration(v); err != nil {
+		return errors.New("want a duration such as 1h or 90s, or whole seconds")
+	}
+	if t < 0 {
+		return errors.New("must be 0 or more")
+	}
+	*d = secondsOpt(t)
+	return nil
+}
+
 // countOpt counts occurrences (-v -v).
 type countOpt int
 
@@ -577,6 +718,37 @@ func (c *countOpt) Set(v string) error {
 	}
 	*c += countOpt(n)
 	return nil
+}
+
+// startError says a failure to start in the command line's terms where
+// it can: a store another process holds names --eventdb and the holder;
+// an event size the bus is not set up for names --max-event-size with the
+// numbers that fit.
+func startError(err error, o *options) error {
+	var locked *bus.StoreLockedError
+	if errors.As(err, &locked) {
+		holder := "another process"
+		if locked.PID > 0 {
+			holder = fmt.Sprintf("process %d", locked.PID)
+		}
+		return fmt.Errorf("--eventdb %s is in use by %s; one process per store: give this one its own --eventdb", locked.Dir, holder)
+	}
+	var se *bus.SizeMismatchError
+	if !errors.As(err, &se) {
+		return err
+	}
+	if se.Stream == "" {
+		return fmt.Errorf("--max-event-size %d: the NATS server's max_payload of %d bytes carries events of at most %d bytes "+
+			"(%d are kept for headers); raise max_payload in the server's configuration to at least %d, or give --max-event-size %d or less",
+			se.MaxPayload, se.Limit, se.Fits(), bus.HeaderRoom, se.Needs(), se.Fits())
+	}
+	store := "the event store on the NATS system"
+	if o.nats.url == "" {
+		store = "the event store in --eventdb " + o.eventDB
+	}
+	return fmt.Errorf("--max-event-size %d: %s was made for --max-event-size %d (stream %s, max_msg_size %d); "+
+		"give --max-event-size %d, or set the stream's max_msg_size to %d (nats stream edit %s --max-msg-size %d)",
+		se.MaxPayload, store, se.Fits(), se.Stream, se.Limit, se.Fits(), se.Needs(), se.Stream, se.Needs())
 }
 
 // serveDebug exposes pprof on addr until the returned stop is called.

@@ -65,7 +65,8 @@ func TestDeploymentCommandLinesParse(t *testing.T) {
 			if !strings.HasSuffix(fields[0], "/comet") {
 				continue
 			}
-			o, err := parseArgs(fields[1:], io.Discard)
+			// The units' handlers are not installed here.
+			o, err := parseArgs(append(fields[1:], "--cmd-allow-missing"), io.Discard)
 			if err == nil {
 				_, err = o.config(nil)
 			}
@@ -73,5 +74,13 @@ func TestDeploymentCommandLinesParse(t *testing.T) {
 				t.Errorf("%s: %v", filepath.Base(u), err)
 			}
 		}
+	}
+}
+
+// Every option is listed in "comet -h", once, in a group, with its
+// aliases.
+func TestEveryOptionIsListed(t *testing.T) {
+	if unlisted, unknown := usage.Unlisted((&options{}).flags()); len(unlisted)+len(unknown) > 0 {
+		t.Errorf("options not listed in comet -h: %q; listed but no option, or listed twice: %q", unlisted, unknown)
 	}
 }

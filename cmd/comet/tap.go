@@ -17,6 +17,7 @@ import (
 
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/filter"
+	"github.com/comet-go/comet/internal/cli"
 	"github.com/comet-go/comet/tap"
 )
 
@@ -120,8 +121,9 @@ func parseTapArgs(args []string, stderr io.Writer, now time.Time) (*tapConfig, e
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
 			fs.Usage()
+			return nil, err
 		}
-		return nil, err
+		return nil, errors.New(cli.ParseError(err, args, "comet tap -h"))
 	}
 	seqSet := false
 	fs.Visit(func(f *flag.Flag) { seqSet = seqSet || f.Name == "seq" })
