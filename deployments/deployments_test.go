@@ -87,8 +87,11 @@ func cometFlags(t *testing.T) map[string]bool {
 			return
 		}
 		flags = map[string]bool{}
-		for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9][a-z0-9-]*)`).FindAllStringSubmatch(string(out), -1) {
-			flags[m[1]] = true
+		// Each option line: "  --name, -alias ARG"; names are lower case.
+		for _, line := range regexp.MustCompile(`(?m)^  -.*$`).FindAllString(string(out), -1) {
+			for _, m := range regexp.MustCompile(`(?:^|, )--?([a-z0-9][a-z0-9-]*)`).FindAllStringSubmatch(strings.TrimSpace(line), -1) {
+				flags[m[1]] = true
+			}
 		}
 		if len(flags) < 20 || !flags["nats"] || !flags["receive"] {
 			flagsErr = fmt.Errorf("comet -h lists only %d options:\n%s", len(flags), out)
