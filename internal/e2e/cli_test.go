@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
 )
@@ -177,6 +179,17 @@ func TestMaxEventSizeMismatch(t *testing.T) {
 		"(nats stream edit COMET_EVENTS --max-msg-size 232768)\n"
 	if code != 2 || stderr != want {
 		t.Fatalf("exit %d, stderr %q; want 2 and %q", code, stderr, want)
+	}
+
+	// An external NATS server whose max_payload cannot carry the events.
+	srv := vtptest.NATSServer(t, &server.Options{MaxPayload: 1 << 20})
+	_, stderr, code = run(t, "comet", "--receive", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--local-ivo", localIVO,
+		"--nats", srv.ClientURL(), "--max-event-size", "2000000", "-q")
+	want = "comet: --max-event-size 2000000: the NATS server's max_payload of 1048576 bytes carries events of at most " +
+		"1015808 bytes (32768 are kept for headers); raise max_payload in the server's configuration to at least 2032768, " +
+		"or give --max-event-size 1015808 or less\n"
+	if code != 2 || stderr != want {
+		t.Fatalf("small max_payload: exit %d, stderr %q; want 2 and %q", code, stderr, want)
 	}
 }
 
