@@ -73,11 +73,13 @@ func Loop(ln net.Listener, p Policy, closing func() bool, handle func(net.Conn))
 		log = slog.Default()
 	}
 	refuse := func(conn net.Conn, r Refusal, why string) {
-		log.Warn("connection refused: "+why, "peer", conn.RemoteAddr().String(), "reason", r)
-		conn.Close()
+		// Counted before the close, so a peer that sees it closed finds
+		// it counted.
 		if p.Refused != nil {
 			p.Refused(r)
 		}
+		log.Warn("connection refused: "+why, "peer", conn.RemoteAddr().String(), "reason", r)
+		conn.Close()
 	}
 	var backoff time.Duration
 	for {
