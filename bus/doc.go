@@ -11,7 +11,7 @@
 //   - Stream COMET_EVENTS (file storage, limits retention) holds every
 //     accepted event on the subject
 //     comet.event.<origin>.<role>.<authority>.<sha1>, where origin is
-//     "author" or "upstream", role is the VOEvent role, authority is the
+//     "author", "upstream" or "kafka", role is the VOEvent role, authority is the
 //     IVORN authority, both escaped by [EscapeToken] (every byte outside
 //     [A-Za-z0-9-_] becomes %XX, so dots in IVORNs never split tokens; an
 //     empty value is "_"), and sha1 is the lowercase hex SHA-1 of the

@@ -35,6 +35,7 @@ const (
 const (
 	OriginAuthor   = "author"   // submitted by an author (receiver role)
 	OriginUpstream = "upstream" // relayed by a broker we subscribe to
+	OriginKafka    = "kafka"    // read from a Kafka topic (--kafka)
 )
 
 // SignatureUnchecked is the Comet-Signature of an event whose signature
@@ -62,7 +63,7 @@ type Event struct {
 	IVORN      string
 	Role       string
 	Author     string // AuthorIVORN; may be empty
-	Origin     string // OriginAuthor or OriginUpstream
+	Origin     string // OriginAuthor, OriginUpstream or OriginKafka
 	Node       string // receiving node; empty means Config.Node
 	Peer       string // sender's address
 	Signature  string // e.g. SignatureUnchecked
@@ -176,8 +177,8 @@ func (b *Bus) checkEvent(ev *Event) error {
 	switch {
 	case !validSHA1(ev.SHA1):
 		return fmt.Errorf("SHA1 %q is not 40 lowercase hex digits", ev.SHA1)
-	case ev.Origin != OriginAuthor && ev.Origin != OriginUpstream:
-		return fmt.Errorf("origin %q is neither %q nor %q", ev.Origin, OriginAuthor, OriginUpstream)
+	case ev.Origin != OriginAuthor && ev.Origin != OriginUpstream && ev.Origin != OriginKafka:
+		return fmt.Errorf("origin %q is not %q, %q or %q", ev.Origin, OriginAuthor, OriginUpstream, OriginKafka)
 	case len(ev.Payload) > b.cfg.MaxPayload:
 		return fmt.Errorf("payload of %d bytes exceeds MaxPayload %d", len(ev.Payload), b.cfg.MaxPayload)
 	}

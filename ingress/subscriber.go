@@ -260,29 +260,25 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 	}
 }
 
-// ingest records and stores one upstream event. Whatever happens, the
-// caller acks: a subscriber never naks.
+// ingest records and stores one upstream event through relay, the path
+// Kafka records take too. Whatever happens, the caller acks: a
+// subscriber never naks.
 func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent.Info, peer string, log *slog.Logger) {
 	log = log.With("ivorn", info.IVORN)
-	if !voevent.ValidIVOID(info.IVORN) {
-		s.rejected.Add(RejectInvalid)
-		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
-		return
-	}
-	if !s.selected(payload) {
-		log.Debug("event from upstream not selected by this subscription's filters; acked, not relayed")
-		return
-	}
-	ev := newEvent(payload, info, bus.OriginUpstream, peer, s.cfg.Node, time.Now())
-	outcome, err := s.store.Ingest(ctx, ev)
+	ev, outcome, err := relay(ctx, s.store, payload, info, s.selected, bus.OriginUpstream, peer, s.cfg.Node)
 	switch {
 	case err != nil:
 		s.rejected.Add(RejectStoreFailed)
 		log.Error("could not store event from upstream; acked, not relayed", "err", err)
-	case outcome == bus.Duplicate:
+	case outcome == relayInvalidIVORN:
+		s.rejected.Add(RejectInvalid)
+		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
+	case outcome == relayNotSelected:
+		log.Debug("event from upstream not selected by this subscription's filters; acked, not relayed")
+	case outcome == relayDuplicate:
 		s.rejected.Add(RejectPreviouslySeen)
 		log.Debug("event from upstream previously seen; acked, not relayed")
-	default:
+	case outcome == relayAccepted:
 		log.Info("event accepted from upstream", "sha1", ev.SHA1, "role", ev.Role)
 	}
 }

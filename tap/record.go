@@ -32,7 +32,7 @@ type Record struct {
 	Author     string `json:"author,omitempty"`      // Who/AuthorIVORN
 	Date       string `json:"date,omitempty"`        // Who/Date as written
 	ReceivedAt string `json:"received_at,omitempty"` // RFC 3339 UTC, nanoseconds
-	Origin     string `json:"origin,omitempty"`      // "author" or "upstream"
+	Origin     string `json:"origin,omitempty"`      // "author", "upstream" or "kafka"
 	Node       string `json:"node,omitempty"`        // receiving node
 	Peer       string `json:"peer,omitempty"`        // sender's address
 	Signature  string `json:"signature,omitempty"`   // "unchecked" or "verified:<fingerprint>"
