@@ -232,18 +232,20 @@ func TestCometCommandLines(t *testing.T) {
 			}
 		}
 		receive, broadcast := inv.has("receive") || inv.has("r"), inv.has("broadcast") || inv.has("b")
-		ingress := receive || inv.has("subscribe") || inv.has("remote")
-		handlers := inv.has("cmd") || inv.has("print-event") || inv.has("save-event") || inv.has("action")
+		kafkaIn := inv.has("kafka") || inv.has("gcn-kafka")
+		ingress := receive || inv.has("subscribe") || inv.has("remote") || kafkaIn
+		handlers := inv.has("cmd") || inv.has("print-event") || inv.has("save-event") || inv.has("action") || inv.has("kafka-out")
+		checkKafka(t, inv)
 		if (receive || broadcast) && !inv.has("local-ivo") {
 			t.Errorf("%s: --receive and --broadcast need --local-ivo", inv.where)
 		}
 		if !ingress && !broadcast && !handlers {
-			t.Errorf("%s: no role (--receive, --broadcast, --subscribe or a handler)", inv.where)
+			t.Errorf("%s: no role (--receive, --broadcast, --subscribe, --kafka or a handler)", inv.where)
 		}
 		_, natsSet := inv.value("nats")
 		if !natsSet {
-			// Only the single-process unit runs the embedded bus.
-			if !(receive && broadcast) || inv.env != "systemd" {
+			// Only the single-process units run the embedded bus.
+			if !((receive || kafkaIn) && broadcast) || inv.env != "systemd" {
 				t.Errorf("%s: a scaled-out process needs --nats", inv.where)
 			}
 			continue
@@ -283,6 +285,48 @@ func TestCometCommandLines(t *testing.T) {
 			if !roles[env][role] {
 				t.Errorf("%s: no %s process on the NATS cluster", env, role)
 			}
+		}
+	}
+}
+
+// checkKafka: a Kafka source has its topics (--gcn-kafka fills them in)
+// and a fixed consumer group (where a restart resumes); every Kafka
+// secret comes from a file, in systemd from the unit's credentials
+// directory with a LoadCredential line for it, never on the command line.
+func checkKafka(t *testing.T, inv invocation) {
+	t.Helper()
+	if inv.has("kafka") && !inv.has("kafka-topic") {
+		t.Errorf("%s: --kafka without --kafka-topic", inv.where)
+	}
+	if (inv.has("kafka") || inv.has("gcn-kafka")) && !inv.has("kafka-group") {
+		t.Errorf("%s: a Kafka source needs a fixed --kafka-group (the default follows --node)", inv.where)
+	}
+	if inv.has("gcn-kafka") && !inv.has("kafka-client-secret-file") {
+		t.Errorf("%s: --gcn-kafka needs --kafka-client-secret-file", inv.where)
+	}
+	for _, a := range inv.args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(name, "kafka") && (strings.Contains(name, "password") || strings.Contains(name, "secret")) &&
+			!strings.HasSuffix(name, "-file") {
+			t.Errorf("%s: %s puts a secret on the command line", inv.where, a)
+		}
+	}
+	if inv.env != "systemd" {
+		return
+	}
+	unit := inv.where[:strings.LastIndex(inv.where, ":")]
+	data, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"kafka-client-secret-file", "kafka-password-file", "kafka-out-client-secret-file", "kafka-out-password-file"} {
+		v, ok := inv.value(f)
+		if !ok {
+			continue
+		}
+		name, found := strings.CutPrefix(v, "${CREDENTIALS_DIRECTORY}/")
+		if !found || !regexp.MustCompile(`(?m)^LoadCredential=`+regexp.QuoteMeta(name)+`:/`).Match(data) {
+			t.Errorf("%s: --%s %s is not a credential the unit loads (LoadCredential=%s:/PATH)", inv.where, f, v, name)
 		}
 	}
 }

@@ -205,6 +205,7 @@ type options struct {
 	debugAddr                 string
 	maxConns, maxPerPeer      int
 	receiveWLFile, castWLFile string
+	kafka                     kafkaOptions
 
 	// warnings are options that have no effect, found by config; run logs
 	// them.
@@ -236,6 +237,14 @@ var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroO
 	{Title: "Subscribing to other brokers", Names: [][]string{{"subscribe", "remote"}, {"filter"}}},
 	{Title: "Handlers, run for every accepted event", Names: [][]string{{"print-event"}, {"save-event"}, {"save-event-directory"},
 		{"action"}, {"cmd"}, {"cmd-timeout"}, {"cmd-pool"}, {"cmd-allow-missing"}, {"stage-retries"}}},
+	{Title: "Reading events from Kafka (GCN, Hopskotch)", Names: [][]string{{"kafka"}, {"kafka-topic"}, {"gcn-kafka"}, {"gcn-domain"},
+		{"kafka-group"}, {"kafka-start"}, {"kafka-sasl"}, {"kafka-user"}, {"kafka-password-file"}, {"kafka-client-id"},
+		{"kafka-client-secret-file"}, {"kafka-token-url"}, {"kafka-token-renew-before"}, {"kafka-tls"}, {"kafka-tls-ca"},
+		{"kafka-accept-test"}, {"kafka-heartbeat-topic"}, {"kafka-heartbeat-timeout"}, {"kafka-session-timeout"}}},
+	{Title: "Publishing events to Kafka (a handler)", Names: [][]string{{"kafka-out"}, {"kafka-out-topic"}, {"kafka-out-sasl"},
+		{"kafka-out-user"}, {"kafka-out-password-file"}, {"kafka-out-client-id"}, {"kafka-out-client-secret-file"},
+		{"kafka-out-token-url"}, {"kafka-out-token-renew-before"}, {"kafka-out-tls"}, {"kafka-out-tls-ca"},
+		{"kafka-out-timeout"}, {"kafka-out-concurrency"}}},
 	{Title: "OpenPGP", Names: [][]string{{"sender-auth"}, {"subscriber-auth"}, {"trusted-keys"}, {"public-keys"}, {"auth-timeout"},
 		{"key-id"}, {"passphrase-file"}, {"secret-keys"}, {"sign"}}},
 	{Title: "Bus: where events are stored and shared", Names: [][]string{{"eventdb"}, {"nats"}, {"nats-creds"}, {"nats-tls-ca"},
@@ -248,8 +257,8 @@ var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroO
 const usageHead = `usage: comet [options]
        comet tap --nats URL [options]   (the bus as JSON lines; comet tap -h)
 
-A VOEvent broker. Give at least one of --receive, --broadcast, --subscribe
-and a handler. Names after a comma are aliases: Comet 2012's, or a short
+A VOEvent broker. Give at least one of --receive, --broadcast, --subscribe,
+--kafka and a handler. Names after a comma are aliases: Comet 2012's, or a short
 form.
 `
 
@@ -344,6 +353,7 @@ func (o *options) flags() *flag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "fsync every bus write: survives power loss, costs throughput")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	o.kafka.register(fs)
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on `HOST:PORT` (for profiling; keep it on loopback)")
 	return fs
 }
@@ -430,10 +440,16 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 			return cfg, usageError{fmt.Sprintf("unknown action %q; known actions: %s", a, strings.Join(stages.KnownActions(), ", "))}
 		}
 	}
+	if err := o.kafka.config(&cfg, o.node, o.localIVO); err != nil {
+		return cfg, err
+	}
 	handlers := len(actions) + len(o.commands)
-	roles := o.receive.set || o.broadcast.set || len(o.subscribe) > 0
+	if cfg.KafkaOut != nil {
+		handlers++
+	}
+	roles := o.receive.set || o.broadcast.set || len(o.subscribe) > 0 || cfg.KafkaIn != nil
 	if !roles && handlers == 0 {
-		return cfg, usageError{"no services requested; stopping. Give --receive, --broadcast, --subscribe and/or handlers (see -h)"}
+		return cfg, usageError{"no services requested; stopping. Give --receive, --broadcast, --subscribe, --kafka and/or handlers (see -h)"}
 	}
 	if !roles && o.nats.url == "" {
 		return cfg, usageError{"handlers alone make a stage worker, which needs the bus of other processes: give --nats URL"}

@@ -118,3 +118,64 @@ func TestFilterBudgetOption(t *testing.T) {
 		}
 	}
 }
+
+// The Kafka options: what they need, what conflicts, and what --gcn-kafka
+// fills in.
+func TestKafkaOptions(t *testing.T) {
+	base := []string{"--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir(), "--node", "n1"}
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--kafka", "k:9092"}, "--kafka needs --kafka-topic"},
+		{[]string{"--kafka-topic", "t"}, "need --kafka BROKER or --gcn-kafka"},
+		{[]string{"--kafka", "k", "--kafka-topic", "t", "--kafka-sasl", "gssapi"}, "unknown SASL mechanism"},
+		{[]string{"--kafka", "k", "--kafka-topic", "t", "--kafka-sasl", "oauthbearer", "--kafka-client-id", "c",
+			"--kafka-client-secret-file", "f", "--kafka-token-url", "https://a/t"}, "clear text"},
+		{[]string{"--kafka", "k", "--kafka-topic", "^(", "-b"}, "topic pattern"},
+		{[]string{"--kafka", "k", "--kafka-topic", "t", "--kafka-start", "middle"}, "neither earliest nor latest"},
+		{[]string{"--gcn-kafka", "id"}, "needs --kafka-client-secret-file"},
+		{[]string{"--gcn-kafka", "id", "--kafka-client-secret-file", "f", "--kafka", "k"}, "give only --kafka-client-secret-file"},
+		{[]string{"--kafka-out", "k"}, "--kafka-out needs --kafka-out-topic"},
+		{[]string{"-r", "--kafka-out-topic", "t"}, "need --kafka-out BROKER"},
+		{[]string{"--kafka-out", "k", "--kafka-out-topic", "t"}, "needs the bus of other processes"},
+		{[]string{"-r", "--kafka-out", "k", "--kafka-out-topic", "t", "--kafka-out-concurrency", "0"}, "--kafka-out-concurrency"},
+	}
+	for _, c := range bad {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			o, err := parseArgs(append(append([]string{}, base...), c.args...), io.Discard)
+			if err == nil {
+				_, err = o.config(nil)
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+
+	o, err := parseArgs(append(base, "--gcn-kafka", "my-client", "--kafka-client-secret-file", "secret.txt", "--gcn-domain", "test.gcn.nasa.gov"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.config(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := cfg.KafkaIn
+	if k == nil || k.Conn.Brokers[0] != "kafka.test.gcn.nasa.gov:9092" || k.Conn.SASL != "oauthbearer" || !k.Conn.TLS ||
+		k.Conn.TokenURL != "https://auth.test.gcn.nasa.gov/oauth2/token" || k.Conn.ClientID != "my-client" ||
+		k.Conn.ClientSecretFile != "secret.txt" || strings.Join(k.Source.Topics, " ") != `^gcn\.classic\.voevent\. ^gcn\.notices\.svom\.voevent\.` ||
+		k.Source.HeartbeatTopic != "gcn.heartbeat" || k.Source.Group != "comet-n1" || k.Source.Start != "latest" {
+		t.Fatalf("--gcn-kafka: %+v", k)
+	}
+
+	o, _ = parseArgs(append(base, "-r", "--kafka-out", "a:1,b:2", "--kafka-out-topic", "out", "--kafka-out-sasl", "scram-sha-256",
+		"--kafka-out-user", "u", "--kafka-out-password-file", "p"), io.Discard)
+	if cfg, err = o.config(nil); err != nil {
+		t.Fatal(err)
+	}
+	if out := cfg.KafkaOut; out == nil || len(out.Conn.Brokers) != 2 || out.Stage.Topic != "out" || out.Stage.Sender != "ivo://a.b/c" ||
+		out.Conn.SASL != "scram-sha-256" || cfg.KafkaIn != nil {
+		t.Fatalf("--kafka-out: %+v", cfg.KafkaOut)
+	}
+}

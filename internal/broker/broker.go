@@ -12,13 +12,16 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
+	"github.com/comet-go/comet/kafka"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -53,11 +56,32 @@ type Config struct {
 	// Stages are the event handlers (--action, --print-event,
 	// --save-event, --cmd), each a durable consumer of the bus.
 	Stages stages.Config
+	// KafkaIn reads VOEvents from Kafka topics (--kafka, --gcn-kafka);
+	// nil = off. KafkaOut publishes every accepted event to a Kafka topic
+	// as one more stage (--kafka-out); nil = off.
+	KafkaIn  *KafkaIn
+	KafkaOut *KafkaOut
 
 	// Logger is the process log; each part whose own Logger is nil logs
 	// to it with a "component" attribute.
 	Logger *slog.Logger
 }
+
+// KafkaIn is a Kafka source: the cluster and what to read.
+type KafkaIn struct {
+	Conn   kafka.Config
+	Source ingress.KafkaConfig // Node, MaxEventSize and Logger are shared
+}
+
+// KafkaOut is the Kafka output stage: the cluster and the topic.
+type KafkaOut struct {
+	Conn  kafka.Config
+	Stage stages.KafkaOutConfig // Sender defaults to LocalIVO, else Node
+}
+
+// KafkaCheckTimeout bounds the start-up check of each Kafka cluster's
+// credentials.
+const KafkaCheckTimeout = 10 * time.Second
 
 // share copies a shared setting into a part, refusing a part that was
 // given another value of its own.
@@ -95,6 +119,25 @@ func (c *Config) setDefaults() error {
 	component(&c.Broadcaster.Logger, "broadcaster")
 	component(&c.Subscriber.Logger, "subscriber")
 	component(&c.Stages.Logger, "stages")
+	var kafkaErrs []error
+	// The Kafka parts are pointers: work on copies, as on the rest of c.
+	if c.KafkaIn != nil {
+		k := *c.KafkaIn
+		c.KafkaIn = &k
+	}
+	if c.KafkaOut != nil {
+		k := *c.KafkaOut
+		c.KafkaOut = &k
+	}
+	if k := c.KafkaIn; k != nil {
+		component(&k.Source.Logger, "kafka")
+		kafkaErrs = append(kafkaErrs, share(&k.Source.Node, c.Node, "KafkaIn.Source.Node"),
+			share(&k.Source.MaxEventSize, c.MaxEventSize, "KafkaIn.Source.MaxEventSize"), k.Source.Validate())
+	}
+	if k := c.KafkaOut; k != nil {
+		component(&k.Stage.Logger, "kafka-out")
+		k.Stage.Sender = cmp.Or(k.Stage.Sender, c.LocalIVO, c.Node)
+	}
 	// Whitelists exist even when they allow everyone, so that Reload has
 	// lists to change.
 	if c.Receiver.Whitelist == nil {
@@ -117,6 +160,7 @@ func (c *Config) setDefaults() error {
 		share(&c.Subscriber.Node, c.Node, "Subscriber.Node"),
 		share(&c.Subscriber.MaxFrame, c.MaxEventSize, "Subscriber.MaxFrame"),
 		share(&c.Subscriber.FilterBudget, c.FilterBudget, "Subscriber.FilterBudget"),
+		errors.Join(kafkaErrs...),
 	)
 }
 
@@ -129,6 +173,9 @@ type Broker struct {
 	receiver    *ingress.Receiver
 	broadcaster *egress.Broadcaster
 	upstreams   []*ingress.Subscription
+	kafkaIn     *kafka.Client
+	kafkaSource *ingress.KafkaSource
+	kafkaOut    *stages.KafkaOut
 	recvLns     []net.Listener
 	castLns     []net.Listener
 	cancel      context.CancelFunc
@@ -144,16 +191,24 @@ type Broker struct {
 // the bus, builds the roles and starts serving.
 func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	handlers := len(cfg.Stages.Actions) + len(cfg.Stages.Commands) + len(cfg.Stages.Stages)
-	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 && len(cfg.Subscribe) == 0 && handlers == 0 {
-		return nil, errors.New("no services requested: give --receive, --broadcast, --subscribe and/or handlers")
+	if cfg.KafkaOut != nil {
+		handlers++
+	}
+	if len(cfg.Receive) == 0 && len(cfg.Broadcast) == 0 && len(cfg.Subscribe) == 0 && cfg.KafkaIn == nil && handlers == 0 {
+		return nil, errors.New("no services requested: give --receive, --broadcast, --subscribe, --kafka and/or handlers")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, errs: make(chan error, 8)}
 
+	// Kafka credentials are checked before anything is bound: refused
+	// ones are a start-up error.
+	kout, err := b.resolveKafka(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// Listeners first: a port in use should fail before the bus is touched.
-	var err error
 	if b.recvLns, err = listen(cfg.Receive); err != nil {
 		return nil, err
 	}
@@ -174,8 +229,19 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	if handlers > 0 {
-		b.stages, err = stages.Start(runCtx, b.bus, cfg.Stages)
+		scfg := cfg.Stages
+		if kout != nil {
+			if b.kafkaOut, err = stages.NewKafkaOut(kout, cfg.KafkaOut.Stage); err == nil {
+				scfg.Stages = append(slices.Clip(scfg.Stages), b.kafkaOut)
+			}
+		}
+		if err == nil {
+			b.stages, err = stages.Start(runCtx, b.bus, scfg)
+		}
 		if err != nil {
+			if b.kafkaOut != nil {
+				b.kafkaOut.Close()
+			}
 			cancel()
 			b.bus.Close()
 			b.closeListeners()
@@ -201,10 +267,13 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	for _, sub := range b.upstreams {
 		b.serve(&b.running, func() error { sub.Run(runCtx); return nil }, nil)
 	}
+	if b.kafkaSource != nil {
+		b.serve(&b.running, func() error { return b.kafkaSource.Run(runCtx) }, nil)
+	}
 	b.log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
 		"sender_auth", cfg.Receiver.VerifySignature != nil, "subscriber_auth", cfg.Broadcaster.VerifySubscriber != nil,
 		"signing", cfg.Subscriber.Sign != nil,
-		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "bus", b.bus.Describe())
+		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "kafka", cfg.KafkaIn != nil, "kafka_out", cfg.KafkaOut != nil, "bus", b.bus.Describe())
 	return b, nil
 }
 
@@ -227,7 +296,46 @@ func (b *Broker) build() (err error) {
 		}
 		b.upstreams = append(b.upstreams, sub)
 	}
+	if b.kafkaIn != nil {
+		if b.kafkaSource, err = ingress.NewKafkaSource(b.kafkaIn, b.bus, b.cfg.KafkaIn.Source); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// resolveKafka reads the Kafka secret files and checks the credentials
+// with each cluster (KafkaCheckTimeout): a refusal is an error; a cluster
+// not reachable yet is logged, and the clients keep trying. It keeps the
+// source's client and returns the output's.
+func (b *Broker) resolveKafka(ctx context.Context) (out *kafka.Client, err error) {
+	resolve := func(c kafka.Config, what string) (*kafka.Client, error) {
+		cl, err := c.Resolve(b.log.With("component", what))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, KafkaCheckTimeout)
+		defer cancel()
+		err = cl.Check(cctx)
+		var ae *kafka.AuthError
+		switch {
+		case errors.As(err, &ae):
+			return nil, fmt.Errorf("%s %s: %w", what, cl.Describe(), err)
+		case err != nil:
+			b.log.Warn("Kafka cluster not reachable at start; it is tried again until it answers", "component", what,
+				"kafka", cl.Describe(), "err", err)
+		}
+		return cl, nil
+	}
+	if b.cfg.KafkaIn != nil {
+		if b.kafkaIn, err = resolve(b.cfg.KafkaIn.Conn, "kafka"); err != nil {
+			return nil, err
+		}
+	}
+	if b.cfg.KafkaOut != nil {
+		return resolve(b.cfg.KafkaOut.Conn, "kafka-out")
+	}
+	return nil, nil
 }
 
 // ConsumerName is the durable bus consumer of a node's broadcaster:
@@ -298,8 +406,13 @@ type Stats struct {
 	Drops map[egress.DropCause]uint64
 	// Subscribers are the subscribers connected now.
 	Subscribers []egress.SubscriberStats
-	// Stages are the handlers' counts, by stage name.
+	// Stages are the handlers' counts, by stage name (kafka-out
+	// included).
 	Stages map[string]stages.Stats
+	// Kafka is the Kafka source's counts and KafkaStatus its liveness
+	// (nil without --kafka).
+	Kafka       *ingress.KafkaStats
+	KafkaStatus *ingress.KafkaStatus
 }
 
 // Stats returns a snapshot of the counts.
@@ -322,6 +435,10 @@ func (b *Broker) Stats() Stats {
 	}
 	if b.stages != nil {
 		st.Stages = b.stages.Stats()
+	}
+	if b.kafkaSource != nil {
+		ks, status := b.kafkaSource.Stats(), b.kafkaSource.Status()
+		st.Kafka, st.KafkaStatus = &ks, &status
 	}
 	return st
 }
@@ -348,6 +465,9 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		if err := b.stages.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("stages: %w", err))
 		}
+	}
+	if b.kafkaOut != nil {
+		b.kafkaOut.Close()
 	}
 	// Stop the relay and timers before dropping subscribers, so nothing is
 	// handed to a broadcaster that is going away.
