@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/comet-go/comet/vtp"
 )
 
 // Header names of hop-client (SCiMMA's Hopskotch) records.
@@ -195,8 +197,8 @@ var voeventAttributes = map[string]bool{
 //     otherwise; "#text" is the element's text; numbers and booleans are
 //     written as JSON wrote them;
 //   - names with a namespace prefix are left out, but xsi: ones;
-//   - two spaces of indentation per level, text escaped (&, <, > and, in
-//     attributes, ").
+//   - two spaces of indentation per level, text and attributes escaped as
+//     lxml escapes them (vtp.WriteEscaped).
 //
 // The original bytes, comments, namespace prefixes and white space are
 // not recoverable: the result differs from the author's document, so its
@@ -223,10 +225,10 @@ func RebuildVOEvent(obj object) ([]byte, error) {
 		return nil, err
 	}
 	w.buf.WriteByte('\n')
-	return w.buf.Bytes(), nil
+	return []byte(w.buf.String()), nil
 }
 
-type xmlWriter struct{ buf bytes.Buffer }
+type xmlWriter struct{ buf strings.Builder }
 
 func (w *xmlWriter) indent(depth int) {
 	w.buf.WriteByte('\n')
@@ -267,7 +269,7 @@ func (w *xmlWriter) emit(name string, v any, depth int) error {
 	default:
 		w.indent(depth)
 		w.buf.WriteString("<" + name + ">")
-		escape(&w.buf, scalar(v), false)
+		vtp.WriteEscaped(&w.buf, scalar(v), false)
 		w.buf.WriteString("</" + name + ">")
 		return nil
 	}
@@ -291,7 +293,7 @@ func (w *xmlWriter) element(name string, obj object, depth int) error {
 				return fmt.Errorf("%w: %q is not an XML name", ErrBadJSON, m.key)
 			}
 			w.buf.WriteString(" " + m.key + `="`)
-			escape(&w.buf, s, true)
+			vtp.WriteEscaped(&w.buf, s, true)
 			w.buf.WriteByte('"')
 		case strings.Contains(m.key, ":"):
 			// A prefix nobody declared: leave it out.
@@ -305,7 +307,7 @@ func (w *xmlWriter) element(name string, obj object, depth int) error {
 	}
 	w.buf.WriteByte('>')
 	if text != nil {
-		escape(&w.buf, *text, false)
+		vtp.WriteEscaped(&w.buf, *text, false)
 	}
 	for _, c := range children {
 		if err := w.emit(c.key, c.val, depth+1); err != nil {
@@ -332,35 +334,6 @@ func scalar(v any) string {
 		return "false"
 	}
 	return ""
-}
-
-func escape(b *bytes.Buffer, s string, attr bool) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '&':
-			b.WriteString("&amp;")
-		case '<':
-			b.WriteString("&lt;")
-		case '>':
-			b.WriteString("&gt;")
-		case '"':
-			if attr {
-				b.WriteString("&quot;")
-			} else {
-				b.WriteByte(c)
-			}
-		case '\r':
-			b.WriteString("&#13;")
-		case '\t', '\n':
-			if attr {
-				fmt.Fprintf(b, "&#%d;", c)
-			} else {
-				b.WriteByte(c)
-			}
-		default:
-			b.WriteByte(c)
-		}
-	}
 }
 
 // validName accepts the XML names VOEvent uses: a letter or _ first,
