@@ -77,7 +77,7 @@ func benchKafka(b *testing.B, null bool) {
 	c.Produce(prod, rs...)
 	store := &countingStore{null: null}
 	if !null {
-		store.Store = openBenchBus(b)
+		store.Store = openTestBus(b)
 	}
 	cl, err := kafka.Config{Brokers: c.BrokerList(), SASL: kafka.SASLScramSHA512, User: kafkatest.User,
 		PasswordFile: kafkatest.PasswordFile(b, kafkatest.Password)}.Resolve(nil)
@@ -107,7 +107,7 @@ func benchVTPUpstream(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(up.Close)
-	store := &countingStore{Store: openBenchBus(b)}
+	store := &countingStore{Store: openTestBus(b)}
 	ep, err := endpoint.ParseClient(up.Addr(), 8099)
 	if err != nil {
 		b.Fatal(err)
@@ -137,17 +137,6 @@ func benchVTPUpstream(b *testing.B) {
 	cancel()
 	up.Close()
 	<-done
-}
-
-func openBenchBus(b *testing.B) *bus.Bus {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	bb, err := bus.Open(ctx, bus.Config{StoreDir: b.TempDir(), Node: "bench", Logger: vtptest.Logger(b, slog.LevelWarn)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { bb.Close() })
-	return bb
 }
 
 func waitStored(b *testing.B, n *atomic.Int64) {

@@ -22,7 +22,7 @@ import (
 	"github.com/comet-go/comet/kafka"
 )
 
-func openTestBus(t *testing.T) *bus.Bus {
+func openTestBus(t testing.TB) *bus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
