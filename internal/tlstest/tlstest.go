@@ -1,0 +1,187 @@
+// Package tlstest makes X.509 certificates for tests with crypto/x509: a
+// CA, the certificates it issues (servers, clients, expired ones) and
+// self-signed ones, written as PEM files into the test's directory the way
+// an operator would give them to the broker.
+package tlstest
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var serial atomic.Int64
+
+// CA is a certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	t    testing.TB
+}
+
+// Cert is a certificate with its key.
+type Cert struct {
+	Cert    *x509.Certificate
+	CertPEM []byte
+	KeyPEM  []byte
+	t       testing.TB
+}
+
+// Options describe a certificate to issue; zero values make a certificate
+// valid from an hour ago for a day, for server and client use.
+type Options struct {
+	CN        string
+	Names     []string // DNS names or IP addresses
+	NotBefore time.Time
+	NotAfter  time.Time
+	// Usage restricts the extended key usage; nil allows server and
+	// client authentication.
+	Usage []x509.ExtKeyUsage
+}
+
+// NewCA makes a root CA named cn.
+func NewCA(t testing.TB, cn string) *CA {
+	t.Helper()
+	return newCA(t, cn, nil)
+}
+
+// NewIntermediate makes a CA named cn whose certificate parent issues.
+func NewIntermediate(t testing.TB, parent *CA, cn string) *CA {
+	t.Helper()
+	return newCA(t, cn, parent)
+}
+
+func newCA(t testing.TB, cn string, parent *CA) *CA {
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial.Add(1)),
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Comet tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	issuer, issuerKey := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, issuerKey = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), issuerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{Cert: cert, Key: key, t: t}
+}
+
+// PEM is the CA's certificate.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
+
+// WriteFile writes the CA's certificate to dir/name and returns the path.
+func (ca *CA) WriteFile(dir, name string) string {
+	return write(ca.t, filepath.Join(dir, name), ca.PEM())
+}
+
+// Issue makes a certificate signed by the CA.
+func (ca *CA) Issue(o Options) *Cert {
+	ca.t.Helper()
+	return issue(ca.t, o, ca.Cert, ca.Key)
+}
+
+// SelfSigned makes a certificate signed by its own key.
+func SelfSigned(t testing.TB, o Options) *Cert {
+	t.Helper()
+	return issue(t, o, nil, nil)
+}
+
+func issue(t testing.TB, o Options, parent *x509.Certificate, parentKey crypto.Signer) *Cert {
+	key := newKey(t)
+	if o.NotBefore.IsZero() {
+		o.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if o.NotAfter.IsZero() {
+		o.NotAfter = time.Now().Add(24 * time.Hour)
+	}
+	if o.Usage == nil {
+		o.Usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)),
+		Subject:      pkix.Name{CommonName: o.CN, Organization: []string{"Comet tests"}},
+		NotBefore:    o.NotBefore,
+		NotAfter:     o.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  o.Usage,
+	}
+	for _, n := range o.Names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Cert{
+		Cert:    cert,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		t:       t,
+	}
+}
+
+// WriteFiles writes the certificate to dir/base.crt and its key to
+// dir/base.key, and returns both paths.
+func (c *Cert) WriteFiles(dir, base string) (certFile, keyFile string) {
+	return write(c.t, filepath.Join(dir, base+".crt"), c.CertPEM), write(c.t, filepath.Join(dir, base+".key"), c.KeyPEM)
+}
+
+// WriteCombined writes the certificate and its key into one file, as
+// Twisted's privateKey= alone expects, and returns its path.
+func (c *Cert) WriteCombined(dir, name string) string {
+	return write(c.t, filepath.Join(dir, name), append(append([]byte{}, c.CertPEM...), c.KeyPEM...))
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func write(t testing.TB, path string, data []byte) string {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
