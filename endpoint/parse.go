@@ -145,6 +145,9 @@ func parseServer(s string) (Endpoint, error) {
 				return Endpoint{}, fmt.Errorf("%s= names no file", k)
 			}
 		}
+		if given["sslmethod"] && v["sslmethod"] == "" {
+			return Endpoint{}, errors.New("sslmethod= names no method")
+		}
 		if t.MaxVersion, err = sslMethod(v["sslmethod"]); err != nil {
 			return Endpoint{}, err
 		}
