@@ -16,10 +16,6 @@ import (
 	"github.com/comet-go/comet/internal/tlstest"
 )
 
-// twistedPython is the interpreter with Twisted (Debian's python3-twisted,
-// which .ci/run installs).
-const twistedPython = "/usr/bin/python3"
-
 // twisted is what Twisted made of a description (testdata/twisted_endpoints.py).
 type twisted struct {
 	OK          bool     `json:"ok"`
@@ -49,14 +45,9 @@ type twistedCase struct {
 // runTwisted parses every case with Twisted.
 func runTwisted(t *testing.T, cases []twistedCase) []twisted {
 	t.Helper()
-	if err := exec.Command(twistedPython, "-c", "import twisted.internet.endpoints, OpenSSL").Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Twisted is missing in CI (apt-get install python3-twisted): %v", err)
-		}
-		t.Skipf("no Twisted for %s (apt-get install python3-twisted): %v", twistedPython, err)
-	}
+	tlstest.NeedTwisted(t)
 	in, _ := json.Marshal(cases)
-	cmd := exec.Command(twistedPython, "testdata/twisted_endpoints.py")
+	cmd := exec.Command(tlstest.TwistedPython, "testdata/twisted_endpoints.py")
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -1,21 +1,28 @@
 // Package tlstest makes X.509 certificates for tests with crypto/x509: a
 // CA, the certificates it issues (servers, clients, expired ones) and
 // self-signed ones, written as PEM files into the test's directory the way
-// an operator would give them to the broker.
+// an operator would give them to the broker. It also runs VTP peers on
+// Twisted, as Comet is, for interoperability tests.
 package tlstest
 
 import (
+	"bufio"
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,4 +191,80 @@ func write(t testing.TB, path string, data []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TwistedPython is the interpreter with Debian's Twisted and pyOpenSSL
+// (python3-twisted, which .ci/run installs).
+const TwistedPython = "/usr/bin/python3"
+
+// NeedTwisted skips the test without Twisted, or fails it in CI, where it
+// must be installed.
+func NeedTwisted(t testing.TB) {
+	t.Helper()
+	if err := exec.Command(TwistedPython, "-c", "import twisted.internet.endpoints, OpenSSL").Run(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Twisted is missing in CI (apt-get install python3-twisted): %v", err)
+		}
+		t.Skipf("no Twisted for %s (apt-get install python3-twisted): %v", TwistedPython, err)
+	}
+}
+
+// TwistedPeer is a VTP peer on Twisted's endpoints (twisted_vtp.py): an
+// author, a subscriber or a broadcaster, given the endpoint description
+// Comet would be given.
+type TwistedPeer struct {
+	cmd   *exec.Cmd
+	lines chan map[string]any
+	err   bytes.Buffer
+}
+
+// StartTwisted runs twisted_vtp.py with args (its usage says which). It is
+// killed when the test ends.
+func StartTwisted(t testing.TB, args ...string) *TwistedPeer {
+	t.Helper()
+	NeedTwisted(t)
+	_, here, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(here), "twisted_vtp.py")
+	p := &TwistedPeer{cmd: exec.Command(TwistedPython, append([]string{script}, args...)...), lines: make(chan map[string]any, 64)}
+	p.cmd.Stderr = &p.err
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				p.lines <- m
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	})
+	return p
+}
+
+// Next is the peer's next output line, or an error when it printed one,
+// ended, or said nothing within d.
+func (p *TwistedPeer) Next(d time.Duration) (map[string]any, error) {
+	select {
+	case m, ok := <-p.lines:
+		if !ok {
+			return nil, fmt.Errorf("twisted peer ended: %s", p.err.String())
+		}
+		if e, ok := m["error"]; ok {
+			return m, fmt.Errorf("twisted peer: %v", e)
+		}
+		return m, nil
+	case <-time.After(d):
+		return nil, fmt.Errorf("twisted peer said nothing for %v", d)
+	}
 }
