@@ -1,24 +1,32 @@
 // Package accept is what the VTP listeners admit, shared by the receiver
 // and the broadcaster: the accept loop (whitelist check at accept, where a
 // refused peer is closed at once with no bytes sent; connection limits;
-// back-off on transient failures such as running out of file descriptors,
-// instead of spinning) and the Gate that bounds the costly checks any peer
-// can ask for.
+// the TLS handshake of ssl: listeners, each in its own goroutine and
+// within a deadline; back-off on transient failures such as running out
+// of file descriptors, instead of spinning) and the Gate that bounds the
+// costly checks any peer can ask for.
 package accept
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/whitelist"
 )
 
 // MaxBackoff caps the pause after consecutive transient accept failures.
 const MaxBackoff = time.Second
+
+// DefaultHandshakeTimeout bounds a TLS handshake, from accept, when the
+// Policy does not say (the broker gives --receive-timeout).
+const DefaultHandshakeTimeout = 20 * time.Second
 
 // Refusal is why a connection was closed at accept.
 type Refusal uint8
@@ -31,12 +39,15 @@ const (
 	// RefusedMaxConnsPerPeer: the peer's address holds
 	// Limits.MaxConnsPerPeer of them.
 	RefusedMaxConnsPerPeer
+	// RefusedTLS: the TLS handshake of an ssl: listener failed (its kind
+	// is an endpoint.Failure).
+	RefusedTLS
 )
 
 // MaxRefusal is the last Refusal. A role that counts refusals among its
 // own reasons (ingress.Rejection, egress.DropCause) gives them the same
 // values and numbers its own above this.
-const MaxRefusal = RefusedMaxConnsPerPeer
+const MaxRefusal = RefusedTLS
 
 // String is the refusal's label in logs and metrics.
 func (r Refusal) String() string {
@@ -47,6 +58,8 @@ func (r Refusal) String() string {
 		return "max_connections"
 	case RefusedMaxConnsPerPeer:
 		return "max_connections_per_peer"
+	case RefusedTLS:
+		return "tls"
 	}
 	return "Refusal(" + strconv.Itoa(int(r)) + ")"
 }
@@ -59,6 +72,18 @@ type Policy struct {
 	// Refused, if set, is told of every connection closed at accept (the
 	// role counts them).
 	Refused func(Refusal)
+	// HandshakeTimeout bounds the TLS handshake on an ssl: listener,
+	// counted from accept; 0 = DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// HandshakeFailed, if set, is told the kind of every failed TLS
+	// handshake (counted as RefusedTLS too).
+	HandshakeFailed func(endpoint.Failure)
+}
+
+// handshaker is a listener whose connections start with a TLS handshake
+// (*endpoint.TLSListener).
+type handshaker interface {
+	Handshake(conn net.Conn, deadline time.Time) (*tls.Conn, error)
 }
 
 // Loop accepts connections on ln and hands each admitted one to handle (which
@@ -66,6 +91,12 @@ type Policy struct {
 // frees its slot under the limits). It returns nil once closing reports true
 // after an accept error (the owner closed the listener), or the first
 // permanent error.
+//
+// On an ssl: listener each admitted connection first completes its TLS
+// handshake in a goroutine of its own, within HandshakeTimeout of accept,
+// holding its slot; handle then gets the TLS connection. A failed
+// handshake is one log line with the peer and why. Loop closes the
+// handshakes still under way when it returns, and waits for them.
 func Loop(ln net.Listener, p Policy, closing func() bool, handle func(net.Conn)) error {
 	lim := newLimiter(p.Limits)
 	log := p.Logger
@@ -80,6 +111,14 @@ func Loop(ln net.Listener, p Policy, closing func() bool, handle func(net.Conn))
 		}
 		log.Warn("connection refused: "+why, "peer", conn.RemoteAddr().String(), "reason", r)
 		conn.Close()
+	}
+	var hs *handshakes
+	if h, ok := ln.(handshaker); ok {
+		hs = &handshakes{h: h, p: p, log: log, closing: closing, handle: handle, pending: make(map[net.Conn]struct{})}
+		if hs.p.HandshakeTimeout <= 0 {
+			hs.p.HandshakeTimeout = DefaultHandshakeTimeout
+		}
+		defer hs.stop()
 	}
 	var backoff time.Duration
 	for {
@@ -96,6 +135,7 @@ func Loop(ln net.Listener, p Policy, closing func() bool, handle func(net.Conn))
 			}
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
+		accepted := time.Now()
 		backoff = 0
 		if p.Whitelist != nil && !p.Whitelist.Allows(conn.RemoteAddr()) {
 			refuse(conn, RefusedWhitelist, "peer not in whitelist")
@@ -110,8 +150,94 @@ func Loop(ln net.Listener, p Policy, closing func() bool, handle func(net.Conn))
 			refuse(conn, refused, "connection limit per source address reached")
 			continue
 		}
-		handle(&limitedConn{Conn: conn, release: release})
+		lc := &limitedConn{Conn: conn, release: release, accepted: accepted}
+		if hs != nil {
+			hs.start(lc)
+			continue
+		}
+		handle(lc)
 	}
+}
+
+// handshakes are the TLS handshakes one Loop has under way, each in its
+// own goroutine.
+type handshakes struct {
+	h       handshaker
+	p       Policy
+	log     *slog.Logger
+	closing func() bool
+	handle  func(net.Conn)
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{}
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+func (hs *handshakes) start(conn *limitedConn) {
+	hs.mu.Lock()
+	if hs.stopped {
+		hs.mu.Unlock()
+		conn.Close()
+		return
+	}
+	hs.pending[conn] = struct{}{}
+	hs.wg.Add(1)
+	hs.mu.Unlock()
+	go func() {
+		defer hs.wg.Done()
+		tc, err := hs.h.Handshake(conn, conn.accepted.Add(hs.p.HandshakeTimeout))
+		hs.mu.Lock()
+		defer hs.mu.Unlock()
+		delete(hs.pending, conn)
+		if err != nil {
+			if hs.stopped {
+				return // closed by stop: not the peer's failure
+			}
+			var he *endpoint.HandshakeError
+			failure := endpoint.FailOther
+			if errors.As(err, &he) {
+				failure = he.Failure
+			}
+			hs.log.Warn("TLS handshake failed", "peer", conn.RemoteAddr().String(), "failure", failure, "reason", err)
+			if hs.p.Refused != nil {
+				hs.p.Refused(RefusedTLS)
+			}
+			if hs.p.HandshakeFailed != nil {
+				hs.p.HandshakeFailed(failure)
+			}
+			return
+		}
+		// Under mu, so that nothing is handed over once stop has begun.
+		if hs.stopped || hs.closing() {
+			tc.Close()
+			return
+		}
+		hs.handle(tc)
+	}()
+}
+
+// stop closes the handshakes under way and waits for their goroutines.
+func (hs *handshakes) stop() {
+	hs.mu.Lock()
+	hs.stopped = true
+	for c := range hs.pending {
+		c.Close()
+	}
+	hs.mu.Unlock()
+	hs.wg.Wait()
+}
+
+// AcceptedAt is when Loop accepted conn (through the TLS connection it
+// hands over, too); the zero time for a connection Loop did not accept.
+func AcceptedAt(conn net.Conn) time.Time {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	if lc, ok := conn.(*limitedConn); ok {
+		return lc.accepted
+	}
+	return time.Time{}
 }
 
 func isTemporary(err error) bool {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // Limits bound the connections one listener holds at once; 0 means no
@@ -73,7 +74,8 @@ func peerAddr(addr net.Addr) netip.Addr {
 // limitedConn gives its slot back when closed.
 type limitedConn struct {
 	net.Conn
-	release func()
+	release  func()
+	accepted time.Time
 }
 
 func (c *limitedConn) Close() error {

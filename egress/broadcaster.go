@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/comet-go/comet/accept"
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/tally"
 	"github.com/comet-go/comet/vtp"
@@ -73,6 +74,10 @@ type Config struct {
 	Version   string          // named in test events
 	Whitelist *whitelist.List // nil allows everyone
 	Limits    accept.Limits   // open connections per listener; zero = unlimited
+	// HandshakeTimeout bounds the TLS handshake on an ssl: listener, from
+	// accept; 0 = accept.DefaultHandshakeTimeout (the broker gives
+	// --receive-timeout, as for authors).
+	HandshakeTimeout time.Duration
 
 	IAmAliveInterval time.Duration // 0 = DefaultIAmAliveInterval
 	TestInterval     time.Duration // 0 = no test events (cmd/comet's default is DefaultTestInterval)
@@ -108,7 +113,7 @@ func (c *Config) setDefaults() error {
 	if c.IAmAliveInterval < 0 || c.TestInterval < 0 || c.MaxUnacked < 0 || c.QueueLen < 0 ||
 		c.MaxInFlight < 0 || c.AckStallTimeout < 0 || c.QueueWait < 0 || c.WriteTimeout < 0 ||
 		c.MaxFrame < 0 || c.Grace < 0 || c.FilterBudget < 0 || c.AuthTimeout < 0 || c.MaxVerifying < 0 ||
-		c.Limits.MaxConns < 0 || c.Limits.MaxConnsPerPeer < 0 {
+		c.Limits.MaxConns < 0 || c.Limits.MaxConnsPerPeer < 0 || c.HandshakeTimeout < 0 {
 		return errors.New("egress: negative limit")
 	}
 	c.IAmAliveInterval = cmp.Or(c.IAmAliveInterval, DefaultIAmAliveInterval)
@@ -135,6 +140,7 @@ type Broadcaster struct {
 	filters   *filter.Cache
 	verifying *accept.Gate // MaxVerifying slots
 	drops     tally.Counts[DropCause]
+	tlsFailed tally.Counts[endpoint.Failure]
 
 	mu        sync.RWMutex
 	subs      map[*downstream]struct{}
@@ -177,7 +183,9 @@ func (b *Broadcaster) Serve(ln net.Listener) error {
 	log := b.log.With("listener", ln.Addr().String())
 	log.Info("broadcasting events")
 	policy := accept.Policy{Whitelist: b.cfg.Whitelist, Limits: b.cfg.Limits, Logger: log,
-		Refused: func(why accept.Refusal) { b.drops.Add(DropCause(why)) }}
+		Refused:          func(why accept.Refusal) { b.drops.Add(DropCause(why)) },
+		HandshakeTimeout: b.cfg.HandshakeTimeout,
+		HandshakeFailed:  func(f endpoint.Failure) { b.tlsFailed.Add(f) }}
 	if err := accept.Loop(ln, policy, b.isClosed, b.add); err != nil {
 		return err
 	}
@@ -311,7 +319,10 @@ func (b *Broadcaster) add(conn net.Conn) {
 
 		ackSignal: make(chan struct{}, 1),
 	}
-	s.log = b.log.With("subscriber", s.peer)
+	if id, ok := endpoint.PeerIdentity(conn); ok {
+		s.cert = id
+	}
+	s.log = b.log.With("subscriber", s.peer).With(endpoint.PeerLogAttrs(conn)...)
 	s.overBudget = filter.OverBudgetLog{Logger: s.log, Budget: b.cfg.FilterBudget}
 	// Ask for filters at once, but never wait for the answer: pygcn never
 	// replies, and it must still receive every event. Queued before the
@@ -408,9 +419,18 @@ func (b *Broadcaster) isClosed() bool {
 // the broadcaster was built.
 func (b *Broadcaster) Drops() map[DropCause]uint64 { return b.drops.Snapshot() }
 
+// TLSFailures counts the failed TLS handshakes on its ssl: listeners, by
+// kind (all counted as DropTLS too).
+func (b *Broadcaster) TLSFailures() map[endpoint.Failure]uint64 { return b.tlsFailed.Snapshot() }
+
 // SubscriberStats describes one connected subscriber.
 type SubscriberStats struct {
-	Peer          string
+	Peer string
+	// CertSubject and CertSHA256 are the verified client certificate's
+	// subject and fingerprint (an ssl: listener with clientCA=); empty
+	// otherwise.
+	CertSubject   string
+	CertSHA256    string
 	Authenticated bool     // it has answered an authenticate request
 	Signer        string   // whose signature it authenticated with (VerifySubscriber)
 	Filters       []string // filters installed and evaluated
@@ -425,8 +445,8 @@ func (b *Broadcaster) Stats() []SubscriberStats {
 	subs := b.subscribers()
 	out := make([]SubscriberStats, 0, len(subs))
 	for _, s := range subs {
-		st := SubscriberStats{Peer: s.peer, Authenticated: s.authenticated.Load(),
-			Withheld: s.withheld.Load(), OverBudget: s.overBudgetN.Load()}
+		st := SubscriberStats{Peer: s.peer, CertSubject: s.cert.Subject, CertSHA256: s.cert.SHA256,
+			Authenticated: s.authenticated.Load(), Withheld: s.withheld.Load(), OverBudget: s.overBudgetN.Load()}
 		if p := s.signer.Load(); p != nil {
 			st.Signer = *p
 		}

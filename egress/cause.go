@@ -15,6 +15,7 @@ const (
 	DropWhitelist       = DropCause(accept.RefusedWhitelist)       // refused at accept
 	DropMaxConns        = DropCause(accept.RefusedMaxConns)        // refused at accept
 	DropMaxConnsPerPeer = DropCause(accept.RefusedMaxConnsPerPeer) // refused at accept
+	DropTLS             = DropCause(accept.RefusedTLS)             // TLS handshake failed (Broadcaster.TLSFailures says why)
 )
 
 const (
@@ -55,7 +56,7 @@ const (
 // String is the cause's label in logs and metrics.
 func (c DropCause) String() string {
 	switch c {
-	case DropWhitelist, DropMaxConns, DropMaxConnsPerPeer:
+	case DropWhitelist, DropMaxConns, DropMaxConnsPerPeer, DropTLS:
 		return accept.Refusal(c).String()
 	case DropShutdown:
 		return "shutdown"

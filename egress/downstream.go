@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/vtp"
 )
@@ -29,6 +30,7 @@ type downstream struct {
 	b     *Broadcaster
 	conn  net.Conn
 	peer  string
+	cert  endpoint.Identity // its verified client certificate (clientCA=), if any
 	log   *slog.Logger
 	queue chan item
 	done  chan struct{}

@@ -47,19 +47,13 @@ func (d *Dialer) Target() Endpoint { return d.target }
 // Timeout bounds one attempt.
 func (d *Dialer) Timeout() time.Duration { return d.timeout }
 
-// Dial connects, and for a tls: target completes the handshake, before
-// the timeout or the end of ctx. A failed handshake is a
-// *HandshakeError.
+// Dial connects, and for a tls: target completes the handshake, within
+// the timeout, or by ctx's deadline if that is sooner. A failed handshake
+// is a *HandshakeError.
 func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
-	return d.DialDeadline(ctx, time.Now().Add(d.timeout))
-}
-
-// DialDeadline is Dial with a deadline of the caller's, for callers that
-// bound a whole exchange (a submission): the earlier of it and the
-// timeout applies.
-func (d *Dialer) DialDeadline(ctx context.Context, deadline time.Time) (net.Conn, error) {
-	if t := time.Now().Add(d.timeout); t.Before(deadline) {
-		deadline = t
+	deadline := time.Now().Add(d.timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
 	}
 	nd := net.Dialer{Deadline: deadline}
 	if d.target.BindAddress != "" {

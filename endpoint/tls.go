@@ -315,6 +315,17 @@ func PeerIdentity(conn net.Conn) (id Identity, ok bool) {
 	return Identity{Subject: certs[0].Subject.String(), SHA256: whitelist.Fingerprint(certs[0])}, true
 }
 
+// PeerLogAttrs are the log attributes of the certificate a peer presented
+// (peer_cert, peer_cert_sha256); none for plaintext connections and
+// clients without one.
+func PeerLogAttrs(conn net.Conn) []any {
+	id, ok := PeerIdentity(conn)
+	if !ok {
+		return nil
+	}
+	return []any{"peer_cert", id.Subject, "peer_cert_sha256", id.SHA256}
+}
+
 // Failure is why a TLS handshake failed.
 type Failure uint8
 

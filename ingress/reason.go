@@ -16,6 +16,7 @@ const (
 	RejectWhitelist       = Rejection(accept.RefusedWhitelist)       // closed at accept
 	RejectMaxConns        = Rejection(accept.RefusedMaxConns)        // closed at accept
 	RejectMaxConnsPerPeer = Rejection(accept.RefusedMaxConnsPerPeer) // closed at accept
+	RejectTLS             = Rejection(accept.RefusedTLS)             // TLS handshake failed (Receiver.TLSFailures says why)
 )
 
 const (
@@ -51,7 +52,7 @@ const (
 // String is the rejection's label in logs and metrics.
 func (r Rejection) String() string {
 	switch r {
-	case RejectWhitelist, RejectMaxConns, RejectMaxConnsPerPeer:
+	case RejectWhitelist, RejectMaxConns, RejectMaxConnsPerPeer, RejectTLS:
 		return accept.Refusal(r).String()
 	case RejectTooLarge:
 		return "too_large"

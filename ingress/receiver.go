@@ -17,6 +17,7 @@ import (
 
 	"github.com/comet-go/comet/accept"
 	"github.com/comet-go/comet/bus"
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/tally"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
@@ -97,6 +98,7 @@ type Receiver struct {
 	store     Store
 	verifying *accept.Gate // MaxVerifying slots
 	rejected  tally.Counts[Rejection]
+	tlsFailed tally.Counts[endpoint.Failure]
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -133,9 +135,20 @@ func (r *Receiver) Serve(ln net.Listener) error {
 	log := r.cfg.Logger.With("listener", ln.Addr().String())
 	log.Info("receiving events")
 	policy := accept.Policy{Whitelist: r.cfg.Whitelist, Limits: r.cfg.Limits, Logger: log,
-		Refused: func(why accept.Refusal) { r.rejected.Add(Rejection(why)) }}
+		Refused:          func(why accept.Refusal) { r.rejected.Add(Rejection(why)) },
+		HandshakeTimeout: r.cfg.Timeout, // the handshake is part of the time from connect
+		HandshakeFailed:  func(f endpoint.Failure) { r.tlsFailed.Add(f) }}
 	err := accept.Loop(ln, policy, r.closing, func(conn net.Conn) {
+		// Under mu, so that Shutdown waits for every connection admitted
+		// before it (a TLS one is handed over from its handshake's goroutine).
+		r.mu.Lock()
+		if r.shutdown {
+			r.mu.Unlock()
+			conn.Close()
+			return
+		}
 		r.conns.Add(1)
+		r.mu.Unlock()
 		go func() {
 			defer r.conns.Done()
 			r.handle(conn)
@@ -150,6 +163,10 @@ func (r *Receiver) Serve(ln net.Listener) error {
 // Rejections counts, by reason, what the receiver has turned away since it
 // was built.
 func (r *Receiver) Rejections() map[Rejection]uint64 { return r.rejected.Snapshot() }
+
+// TLSFailures counts the failed TLS handshakes on its ssl: listeners, by
+// kind (all counted as RejectTLS too).
+func (r *Receiver) TLSFailures() map[endpoint.Failure]uint64 { return r.tlsFailed.Snapshot() }
 
 // Shutdown stops accepting, then waits for in-flight submissions to be
 // answered (each is bounded by Timeout) or for ctx to end.
@@ -174,8 +191,10 @@ func (r *Receiver) handle(conn net.Conn) {
 	defer conn.Close()
 	peer := conn.RemoteAddr().String()
 	log := r.cfg.Logger.With("peer", peer)
+	log = log.With(endpoint.PeerLogAttrs(conn)...)
 	timeout := r.cfg.Timeout
-	conn.SetDeadline(time.Now().Add(timeout))
+	// Counted from connect (Comet's), which a TLS handshake was part of.
+	conn.SetDeadline(cmp.Or(accept.AcceptedAt(conn), time.Now()).Add(timeout))
 
 	payload, err := vtp.NewFrameReader(conn, r.cfg.MaxFrame).ReadFrame()
 	if err != nil {

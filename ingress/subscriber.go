@@ -33,7 +33,8 @@ const (
 	// resets on every connect, so a broker that accepts and then drops
 	// connections makes it reconnect in a tight loop.
 	DefaultHealthyAfter = 30 * time.Second
-	// DefaultDialTimeout bounds one connection attempt.
+	// DefaultDialTimeout bounds one connection attempt, a tls: target's
+	// handshake included, unless the target gives timeout=.
 	DefaultDialTimeout = 20 * time.Second
 	// DefaultWriteTimeout bounds one reply to upstream.
 	DefaultWriteTimeout = 20 * time.Second
@@ -114,12 +115,14 @@ func (c *SubscriberConfig) setDefaults() error {
 // every event and never naks (docs/vtp.md §4.2).
 type Subscription struct {
 	target     endpoint.Endpoint
+	dialer     *endpoint.Dialer
 	store      Store
 	cfg        SubscriberConfig
 	log        *slog.Logger
 	filters    []*filter.Filter     // cfg.Filters compiled
 	overBudget filter.OverBudgetLog // used by Run's goroutine only
 	rejected   tally.Counts[Rejection]
+	tlsFailed  tally.Counts[endpoint.Failure]
 }
 
 // NewSubscription returns the subscription to target, storing what it
@@ -131,7 +134,12 @@ func NewSubscription(target endpoint.Endpoint, store Store, cfg SubscriberConfig
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Subscription{target: target, store: store, cfg: cfg, log: cfg.Logger.With("upstream", target.String())}
+	// A tls: target's files are read now: a bad one fails at start-up.
+	dialer, err := endpoint.NewDialer(target, cfg.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscription{target: target, dialer: dialer, store: store, cfg: cfg, log: cfg.Logger.With("upstream", target.String())}
 	for _, e := range cfg.Filters {
 		f, err := filter.Compile(e)
 		if err != nil {
@@ -157,6 +165,15 @@ func (s *Subscription) selected(payload []byte) bool {
 // Rejections counts, by reason, the upstream events this subscription
 // acked without relaying them.
 func (s *Subscription) Rejections() map[Rejection]uint64 { return s.rejected.Snapshot() }
+
+// TLSFailures counts the failed TLS handshakes with a tls: upstream, by
+// kind.
+func (s *Subscription) TLSFailures() map[endpoint.Failure]uint64 { return s.tlsFailed.Snapshot() }
+
+// Reload re-reads a tls: target's trust roots and client certificate for
+// the connections made from now on; on error the ones read before stay in
+// use.
+func (s *Subscription) Reload() error { return s.dialer.Reload() }
 
 // Run connects, serves and reconnects until ctx ends.
 func (s *Subscription) Run(ctx context.Context) {
@@ -186,13 +203,17 @@ func (s *Subscription) Run(ctx context.Context) {
 }
 
 func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) error {
-	d := net.Dialer{Timeout: s.cfg.DialTimeout}
-	conn, err := d.DialContext(ctx, s.target.Network, s.target.Address)
+	conn, err := s.dialer.Dial(ctx)
 	if err != nil {
+		var he *endpoint.HandshakeError
+		if errors.As(err, &he) {
+			s.tlsFailed.Add(he.Failure)
+		}
 		return err
 	}
 	defer conn.Close()
-	log.Info("connected to upstream broker", "local", conn.LocalAddr().String())
+	log.Info("connected to upstream broker", append([]any{"local", conn.LocalAddr().String(), "tls", s.target.TLS != nil},
+		endpoint.PeerLogAttrs(conn)...)...)
 	// Closing the connection is how a cancelled ctx interrupts a read.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -31,6 +31,11 @@ type Author struct {
 	// Dialer connects (LocalAddr, KeepAlive); its Deadline is set to the
 	// end of each submission.
 	Dialer net.Dialer
+	// Dial, if set, makes each submission's connection instead of Dialer,
+	// ignoring network and address: an endpoint.Dialer's Dial, which
+	// completes a tls: target's handshake too. Its ctx carries the
+	// submission's deadline.
+	Dial func(ctx context.Context) (net.Conn, error)
 	// Timeout bounds one submission, connect to receipt; 0 =
 	// DefaultSubmitTimeout.
 	Timeout time.Duration
@@ -48,6 +53,17 @@ type Author struct {
 	buf []byte
 	br  *bufio.Reader
 	fr  *FrameReader
+}
+
+func (a *Author) dial(ctx context.Context, network, address string, deadline time.Time) (net.Conn, error) {
+	if a.Dial != nil {
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		return a.Dial(ctx)
+	}
+	d := a.Dialer
+	d.Deadline = deadline
+	return d.DialContext(ctx, network, address)
 }
 
 // Step is where a submission failed.
@@ -106,9 +122,7 @@ func (a *Author) SubmitFrame(ctx context.Context, network, address string, frame
 		timeout = DefaultSubmitTimeout
 	}
 	deadline := time.Now().Add(timeout)
-	d := a.Dialer
-	d.Deadline = deadline
-	conn, err := d.DialContext(ctx, network, address)
+	conn, err := a.dial(ctx, network, address, deadline)
 	if err != nil {
 		return nil, &SubmitError{StepConnect, err}
 	}

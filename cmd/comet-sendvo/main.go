@@ -9,9 +9,10 @@
 // With --sign the event is signed with OpenPGP before it is sent
 // (docs/openpgp.md): a detached signature over the root element, appended
 // in a comment, the event's own bytes unchanged.
-// TARGET is host, host:port, tcp:host:port or unix:PATH (default port
-// 8098); EVENT is a file name or - for standard input. The file is sent
-// byte for byte.
+// TARGET is host, host:port, tcp:host:port, unix:PATH or, over TLS,
+// tls:HOST:PORT[:trustRoots=DIR][:certificate=CERT:privateKey=KEY]
+// (docs/tls.md §2; default port 8098); EVENT is a file name or - for
+// standard input. The file is sent byte for byte.
 package main
 
 import (
@@ -55,8 +56,10 @@ var usage = cli.Layout{
 
 Submit one VOEvent to a broker and wait for its receipt; exit 0 only on ack,
 1 when the event was refused or got no receipt, 2 for a bad command line.
-TARGET is host, host:port, tcp:host:port or unix:PATH (default port 8098);
-EVENT is a file name or - for standard input. The file is sent byte for byte.
+TARGET is host, host:port, tcp:host:port, unix:PATH or, over TLS,
+tls:HOST:PORT[:trustRoots=DIR][:certificate=CERT.pem:privateKey=KEY.pem]
+(default port 8098); EVENT is a file name or - for standard input. The file
+is sent byte for byte.
 `,
 	Groups: []cli.Group{
 		{Title: "Sending", Names: [][]string{{"timeout"}, {"max-event-size"}, {"v"}}},
@@ -178,7 +181,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, format+"\n", a...)
 		}
 	}
-	author := &vtp.Author{Timeout: timeout, MaxFrame: maxFrame, Skipped: func(m *vtp.Message, err error) {
+	// A tls: target's trust roots and client certificate are read now.
+	dialer, err := endpoint.NewDialer(target, timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "comet-sendvo: %v\n", err)
+		return exitUsage
+	}
+	author := &vtp.Author{Timeout: timeout, MaxFrame: maxFrame, Dial: dialer.Dial, Skipped: func(m *vtp.Message, err error) {
 		if err != nil {
 			logf("ignoring unparsable reply: %v", err)
 		} else {

@@ -139,6 +139,22 @@ wait:
 			if err != nil {
 				logger.Error("SIGHUP: whitelists not reloaded", "err", err)
 			}
+			// TLS certificates and keys: a bad file keeps the ones in use
+			// for its endpoint, and says which.
+			if err := b.ReloadTLS(); err != nil {
+				logger.Error("SIGHUP: TLS files not reloaded; the previous ones stay in use for these endpoints", "err", err)
+			}
+			if cfg.AllowCerts != nil {
+				fps, err := opts.allowedCerts()
+				if err == nil {
+					err = cfg.AllowCerts.Set(fps)
+				}
+				if err != nil {
+					logger.Error("SIGHUP: allowed client certificates not reloaded; the previous list stays in use", "err", err)
+				} else {
+					logger.Info("SIGHUP: allowed client certificates reloaded", "certificates", cfg.AllowCerts.Len())
+				}
+			}
 			if opts.trust != nil {
 				// A bad key file keeps the keys in use.
 				if err := opts.trust.Reload(); err != nil {
@@ -206,6 +222,8 @@ type options struct {
 	maxConns, maxPerPeer      int
 	receiveWLFile, castWLFile string
 	kafka                     kafkaOptions
+	allowCerts                listValues
+	allowCertFile             string
 
 	// warnings are options that have no effect, found by config; run logs
 	// them.
@@ -245,6 +263,7 @@ var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroO
 		{"kafka-out-user"}, {"kafka-out-password-file"}, {"kafka-out-client-id"}, {"kafka-out-client-secret-file"},
 		{"kafka-out-token-url"}, {"kafka-out-token-renew-before"}, {"kafka-out-tls"}, {"kafka-out-tls-ca"},
 		{"kafka-out-timeout"}, {"kafka-out-concurrency"}}},
+	{Title: "TLS: ssl: listeners and tls: upstreams (docs/tls.md); certificates re-read on SIGHUP", Names: [][]string{{"allow-cert"}, {"allow-cert-file"}}},
 	{Title: "OpenPGP", Names: [][]string{{"sender-auth"}, {"subscriber-auth"}, {"trusted-keys"}, {"public-keys"}, {"auth-timeout"},
 		{"key-id"}, {"passphrase-file"}, {"secret-keys"}, {"sign"}}},
 	{Title: "Bus: where events are stored and shared", Names: [][]string{{"eventdb"}, {"nats"}, {"nats-creds"}, {"nats-tls-ca"},
@@ -288,14 +307,18 @@ func (o *options) flags() *flag.FlagSet {
 	fs.SetOutput(io.Discard) // errors are reported by the caller, in one line
 	fs.Usage = func() {}
 	for _, n := range []string{"receive", "r"} {
-		fs.Var(&o.receive, n, "accept event submissions from authors on `ENDPOINT` (HOST:PORT, tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT, unix:PATH; default tcp:"+strconv.Itoa(vtp.DefaultReceivePort)+"); repeatable")
+		fs.Var(&o.receive, n, "accept event submissions from authors on `ENDPOINT` (HOST:PORT, tcp:PORT, tcp:PORT:interface=ADDR, tcp6:PORT, unix:PATH, "+
+			"or TLS: ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:clientCA=CA.pem]; default tcp:"+strconv.Itoa(vtp.DefaultReceivePort)+"); repeatable")
 	}
 	for _, n := range []string{"broadcast", "b"} {
 		fs.Var(&o.broadcast, n, "serve subscribers on `ENDPOINT` (as --receive; default tcp:"+strconv.Itoa(vtp.DefaultBroadcastPort)+"); repeatable")
 	}
 	for _, n := range []string{"subscribe", "remote"} {
-		fs.Var(&o.subscribe, n, "subscribe to the broker at `ENDPOINT` (host, host:port, tcp:host:port, unix:PATH; default port "+strconv.Itoa(vtp.DefaultBroadcastPort)+"); repeatable")
+		fs.Var(&o.subscribe, n, "subscribe to the broker at `ENDPOINT` (host, host:port, tcp:host:port, unix:PATH, "+
+			"or TLS: tls:HOST:PORT[:trustRoots=DIR][:certificate=CERT.pem:privateKey=KEY.pem]; default port "+strconv.Itoa(vtp.DefaultBroadcastPort)+"); repeatable")
 	}
+	fs.Var(&o.allowCerts, "allow-cert", "with clientCA= on an ssl: listener, accept only the client certificate with this SHA-256 `FINGERPRINT` (openssl x509 -noout -fingerprint -sha256); repeatable")
+	fs.StringVar(&o.allowCertFile, "allow-cert-file", "", "`FILE` of client-certificate fingerprints (one a line, # comments) accepted with clientCA=, added to --allow-cert; re-read on SIGHUP")
 	fs.Var(&o.filters, "filter", "`XPATH` filter sent to every upstream broker, and applied to the events it sends (checked at start-up); repeatable")
 	fs.IntVar(&o.filterBudget, "filter-budget", filter.DefaultBudget, filterBudgetUsage)
 	fs.Var(&o.actions, "action", "enable a built-in handler by `NAME`: print-event, save-event (Comet 2012); repeatable")
@@ -552,7 +575,48 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	if o.trust, err = o.openpgp(&cfg); err != nil {
 		return cfg, err
 	}
+	if cfg.AllowCerts, err = o.allowList(cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// allowList is --allow-cert with --allow-cert-file, or nil when neither
+// is given (every certificate clientCA= verifies).
+func (o *options) allowList(cfg broker.Config) (*whitelist.Certs, error) {
+	if len(o.allowCerts) == 0 && o.allowCertFile == "" {
+		return nil, nil
+	}
+	mutual := false
+	for _, ep := range append(append([]endpoint.Endpoint{}, cfg.Receive...), cfg.Broadcast...) {
+		mutual = mutual || ep.TLS != nil && ep.TLS.ClientCA != ""
+	}
+	if !mutual {
+		return nil, usageError{"--allow-cert and --allow-cert-file narrow what a listener's clientCA= accepts: give --receive or --broadcast ssl:PORT:...:clientCA=CA.pem"}
+	}
+	fps, err := o.allowedCerts()
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	certs, err := whitelist.NewCerts(fps)
+	if err != nil {
+		return nil, usageError{"--allow-cert: " + err.Error()}
+	}
+	return certs, nil
+}
+
+// allowedCerts combines the --allow-cert fingerprints with the file's,
+// read now.
+func (o *options) allowedCerts() ([]string, error) {
+	fps := append([]string{}, o.allowCerts...)
+	if o.allowCertFile != "" {
+		more, err := whitelist.ReadCertsFile(o.allowCertFile)
+		if err != nil {
+			return nil, fmt.Errorf("--allow-cert-file: %w", err)
+		}
+		fps = append(fps, more...)
+	}
+	return fps, nil
 }
 
 // checkLimits refuses limits that cannot work, naming the option.

@@ -34,6 +34,10 @@ type Config struct {
 	Receive   []endpoint.Endpoint // receiver listeners (authors)
 	Broadcast []endpoint.Endpoint // broadcaster listeners (subscribers)
 	Subscribe []endpoint.Endpoint // upstream brokers to subscribe to
+	// AllowCerts, if set, narrows the client certificates that listeners
+	// with clientCA= accept to these (--allow-cert); nil accepts every
+	// certificate the CA issued.
+	AllowCerts *whitelist.Certs
 
 	// Shared settings. Start copies them into the parts (the parts' own
 	// LocalIVO, Node, Version, MaxFrame, FilterBudget and the bus's
@@ -146,6 +150,11 @@ func (c *Config) setDefaults() error {
 	if c.Broadcaster.Whitelist == nil {
 		c.Broadcaster.Whitelist = whitelist.MustDefault()
 	}
+	// A TLS handshake on either port has the time an author has from
+	// connect (--receive-timeout).
+	if c.Broadcaster.HandshakeTimeout == 0 {
+		c.Broadcaster.HandshakeTimeout = cmp.Or(c.Receiver.Timeout, ingress.DefaultReceiveTimeout)
+	}
 	return errors.Join(
 		share(&c.Bus.Node, c.Node, "Bus.Node"),
 		share(&c.Bus.MaxPayload, c.MaxEventSize, "Bus.MaxPayload"),
@@ -209,10 +218,10 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	// Listeners first: a port in use should fail before the bus is touched.
-	if b.recvLns, err = listen(cfg.Receive); err != nil {
+	if b.recvLns, err = listen(cfg.Receive, cfg.AllowCerts); err != nil {
 		return nil, err
 	}
-	if b.castLns, err = listen(cfg.Broadcast); err != nil {
+	if b.castLns, err = listen(cfg.Broadcast, cfg.AllowCerts); err != nil {
 		b.closeListeners()
 		return nil, err
 	}
@@ -269,6 +278,13 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	if b.kafkaSource != nil {
 		b.serve(&b.running, func() error { return b.kafkaSource.Run(runCtx) }, nil)
+	}
+	for _, ep := range append(append(append([]endpoint.Endpoint{}, cfg.Receive...), cfg.Broadcast...), cfg.Subscribe...) {
+		if ep.TLS != nil {
+			for _, note := range ep.TLS.Notes {
+				b.log.Warn("endpoint parameter without effect", "endpoint", ep.String(), "note", note)
+			}
+		}
 	}
 	b.log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
 		"sender_auth", cfg.Receiver.VerifySignature != nil, "subscriber_auth", cfg.Broadcaster.VerifySubscriber != nil,
@@ -382,6 +398,38 @@ func (b *Broker) Reload(receive, broadcast []string) error {
 	return nil
 }
 
+// ReloadTLS re-reads the TLS files of every ssl: listener and tls:
+// subscription, for the handshakes from now on. A file with an error keeps
+// the ones in use for that endpoint; the error names each endpoint that
+// did not reload, and the others did.
+func (b *Broker) ReloadTLS() error {
+	var errs []error
+	reloaded := 0
+	for _, ln := range append(append([]net.Listener{}, b.recvLns...), b.castLns...) {
+		if tl, ok := ln.(*endpoint.TLSListener); ok {
+			if err := tl.Reload(); err != nil {
+				errs = append(errs, fmt.Errorf("ssl: listener %s: %w", ln.Addr(), err))
+				continue
+			}
+			reloaded++
+		}
+	}
+	for i, sub := range b.upstreams {
+		if b.cfg.Subscribe[i].TLS == nil {
+			continue
+		}
+		if err := sub.Reload(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reloaded++
+	}
+	if reloaded > 0 {
+		b.log.Info("TLS certificates reloaded", "endpoints", reloaded)
+	}
+	return errors.Join(errs...)
+}
+
 // ReceiveAddrs are the bound receiver addresses (useful with port 0).
 func (b *Broker) ReceiveAddrs() []net.Addr { return addrList(b.recvLns) }
 
@@ -404,6 +452,10 @@ type Stats struct {
 	// Drops are the broadcaster's subscribers disconnected or refused at
 	// connect, by cause.
 	Drops map[egress.DropCause]uint64
+	// TLSFailures are the failed TLS handshakes, by kind, on the ssl:
+	// listeners (also counted as RejectTLS and DropTLS) and with tls:
+	// upstreams.
+	TLSFailures map[endpoint.Failure]uint64
 	// Subscribers are the subscribers connected now.
 	Subscribers []egress.SubscriberStats
 	// Stages are the handlers' counts, by stage name (kafka-out
@@ -417,9 +469,15 @@ type Stats struct {
 
 // Stats returns a snapshot of the counts.
 func (b *Broker) Stats() Stats {
-	var st Stats
+	st := Stats{TLSFailures: make(map[endpoint.Failure]uint64)}
+	addTLS := func(m map[endpoint.Failure]uint64) {
+		for f, n := range m {
+			st.TLSFailures[f] += n
+		}
+	}
 	if b.receiver != nil {
 		st.Rejections = b.receiver.Rejections()
+		addTLS(b.receiver.TLSFailures())
 	}
 	for _, u := range b.upstreams {
 		if st.UpstreamRejections == nil {
@@ -428,10 +486,12 @@ func (b *Broker) Stats() Stats {
 		for r, n := range u.Rejections() {
 			st.UpstreamRejections[r] += n
 		}
+		addTLS(u.TLSFailures())
 	}
 	if b.broadcaster != nil {
 		st.Drops = b.broadcaster.Drops()
 		st.Subscribers = b.broadcaster.Stats()
+		addTLS(b.broadcaster.TLSFailures())
 	}
 	if b.stages != nil {
 		st.Stages = b.stages.Stats()
@@ -485,10 +545,11 @@ func (b *Broker) shutdown(ctx context.Context) error {
 }
 
 // listen binds every endpoint, or none.
-func listen(eps []endpoint.Endpoint) ([]net.Listener, error) {
+func listen(eps []endpoint.Endpoint, allow *whitelist.Certs) ([]net.Listener, error) {
 	var lns []net.Listener
+	lc := endpoint.ListenConfig{AllowCerts: allow}
 	for _, ep := range eps {
-		ln, err := ep.Listen()
+		ln, err := lc.Listen(ep)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()

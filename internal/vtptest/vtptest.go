@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/voevent"
 	"github.com/comet-go/comet/vtp"
 )
@@ -26,7 +27,15 @@ func Submit(addr string, payload []byte, timeout time.Duration) (*vtp.Message, e
 
 // SubmitFrom is Submit from a chosen local address (e.g. 127.0.0.2).
 func SubmitFrom(local net.Addr, addr string, payload []byte, timeout time.Duration) (*vtp.Message, error) {
-	a := vtp.Author{Dialer: net.Dialer{LocalAddr: local}, Timeout: timeout}
+	return submit(&vtp.Author{Dialer: net.Dialer{LocalAddr: local}, Timeout: timeout}, addr, payload)
+}
+
+// SubmitVia is Submit through an endpoint dialer: to a tls: target, say.
+func SubmitVia(d *endpoint.Dialer, payload []byte, timeout time.Duration) (*vtp.Message, error) {
+	return submit(&vtp.Author{Dial: d.Dial, Timeout: timeout}, "", payload)
+}
+
+func submit(a *vtp.Author, addr string, payload []byte) (*vtp.Message, error) {
 	rc, err := a.Submit(context.Background(), "tcp", addr, payload, "")
 	var se *vtp.SubmitError
 	var ne net.Error
@@ -100,12 +109,26 @@ func DialFrom(local net.Addr, addr string, mode Mode, filters ...string) (*Subsc
 	return dial(local, addr, mode, false, filters)
 }
 
+// DialVia connects a subscriber through an endpoint dialer: to a tls:
+// target, say.
+func DialVia(d *endpoint.Dialer, mode Mode, filters ...string) (*Subscriber, error) {
+	conn, err := d.Dial(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return start(conn, mode, false, filters), nil
+}
+
 func dial(local net.Addr, addr string, mode Mode, discard bool, filters []string) (*Subscriber, error) {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: local}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	return start(conn, mode, discard, filters), nil
+}
+
+func start(conn net.Conn, mode Mode, discard bool, filters []string) *Subscriber {
 	s := &Subscriber{Mode: mode, Filters: filters, IVO: "ivo://test.subscriber/listener", conn: conn, discard: discard,
 		notify: make(chan struct{}, 1), done: make(chan struct{})}
 	if mode == Silent {
@@ -114,10 +137,10 @@ func dial(local net.Addr, addr string, mode Mode, discard bool, filters []string
 			tc.SetReadBuffer(4096)
 		}
 		close(s.done)
-		return s, nil
+		return s
 	}
 	go s.loop()
-	return s, nil
+	return s
 }
 
 // LocalAddr is the subscriber's end of the connection, as the broker sees
