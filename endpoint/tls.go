@@ -52,20 +52,22 @@ func NewServerTLS(t *TLS, allow *whitelist.Certs) (*ServerTLS, error) {
 // error nothing changes: the files read before stay in use.
 func (s *ServerTLS) Reload() error {
 	t := &s.spec
-	certPEM, err := os.ReadFile(t.CertKey)
-	if err != nil {
-		return fmt.Errorf("certKey: %w", err)
-	}
 	keyPEM, err := os.ReadFile(t.PrivateKey)
 	if err != nil {
 		return fmt.Errorf("privateKey: %w", err)
 	}
+	certName, certPEM := "certKey "+t.CertKey, keyPEM
+	if t.CertKey == t.PrivateKey {
+		certName = "privateKey " + t.PrivateKey + " (without certKey= it holds the certificate too)"
+	} else if certPEM, err = os.ReadFile(t.CertKey); err != nil {
+		return fmt.Errorf("certKey: %w", err)
+	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return fmt.Errorf("certKey %s with privateKey %s: %w", t.CertKey, t.PrivateKey, err)
+		return fmt.Errorf("%s with privateKey %s: %w", certName, t.PrivateKey, err)
 	}
 	if err := checkValidity(cert.Leaf, time.Now()); err != nil {
-		return fmt.Errorf("certKey %s: %w", t.CertKey, err)
+		return fmt.Errorf("%s: %w", certName, err)
 	}
 	if t.ExtraCertChain != "" {
 		chain, err := readCerts(t.ExtraCertChain)

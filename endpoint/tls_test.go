@@ -581,7 +581,7 @@ func TestTLSFilesCheckedAtStart(t *testing.T) {
 	garbage := filepath.Join(p.dir, "garbage.pem")
 	os.WriteFile(garbage, []byte("not PEM"), 0o600)
 	for desc, want := range map[string]string{
-		"ssl:0:interface=127.0.0.1": "certKey", // server.pem in the working directory
+		"ssl:0:interface=127.0.0.1": "privateKey: open server.pem", // in the working directory
 		"ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + garbage:                             "certKey",
 		"ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert + ":extraCertChain=" + garbage: "extraCertChain",
 		"ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert + ":clientCA=" + garbage:       "clientCA",
