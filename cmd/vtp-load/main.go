@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	var (
-		receive   = fs.String("receive", net.JoinHostPort("127.0.0.1", strconv.Itoa(vtp.DefaultReceivePort)), "broker's event submission (author) `address`es, comma-separated")
+		receive   = fs.String("receive", net.JoinHostPort("127.0.0.1", strconv.Itoa(vtp.DefaultReceivePort)), "broker's event submission (author) `address`es, comma-separated; tls:HOST:PORT:trustRoots=DIR submits over TLS")
 		broadcast = fs.String("broadcast", net.JoinHostPort("127.0.0.1", strconv.Itoa(vtp.DefaultBroadcastPort)), "broker's subscription `address`")
 		n         = fs.Int("n", 10000, "number of events to submit")
 		c         = fs.Int("c", 32, "concurrent submitting workers (one connection each at a time)")

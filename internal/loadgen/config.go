@@ -50,6 +50,9 @@ type Config struct {
 	// one, or the ingresses of a scaled-out broker. Worker i starts on
 	// ReceiveAddrs[i % len] and moves to the next address after an
 	// attempt that got no receipt (it stays there for its next events).
+	// An address may be a tls: target description
+	// (tls:HOST:PORT:trustRoots=DIR, docs/tls.md §2): every event then
+	// makes its own TLS handshake, as an author's would.
 	ReceiveAddrs []string
 	// ReceiveAddr is shorthand for ReceiveAddrs = {ReceiveAddr}; setting
 	// both is an error unless they say the same.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/internal/tlstest"
 	"github.com/comet-go/comet/vtp"
 )
 
@@ -55,7 +57,10 @@ type fakeOpts struct {
 	// close its connection without a receipt (an ingress that stored the
 	// event and died, or whose connection broke, before answering).
 	storeNoReceiptEvery int
-	nakSeen             bool // nak, as previously seen, an ivorn stored before
+	// tls, if set, makes the receive port a TLS one with this server
+	// configuration.
+	tls     *tls.Config
+	nakSeen bool // nak, as previously seen, an ivorn stored before
 }
 
 const seenReason = "Previously seen by this broker"
@@ -104,6 +109,9 @@ func newFakeBroker(t *testing.T, opts fakeOpts) *fakeBroker {
 	}
 	if f.bcst, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
+	}
+	if opts.tls != nil {
+		f.recv = tls.NewListener(f.recv, opts.tls)
 	}
 	f.serve(f.recv, f.author)
 	f.serve(f.bcst, f.subscriber)
@@ -312,6 +320,33 @@ func TestRunClean(t *testing.T) {
 	}
 	if !strings.HasPrefix(rep.IVORNPrefix, "ivo://example.org/author#vtp-load-") {
 		t.Errorf("default prefix %q", rep.IVORNPrefix)
+	}
+}
+
+// A tls: receive address: every event is submitted over its own TLS
+// connection.
+func TestRunTLS(t *testing.T) {
+	p := tlstest.NewPKI(t)
+	c := p.CA.Issue(tlstest.Options{CN: "fake", Names: []string{"127.0.0.1"}})
+	pair, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeBroker(t, fakeOpts{tls: &tls.Config{Certificates: []tls.Certificate{pair}}})
+	cfg := f.config(200, 8, 1)
+	cfg.ReceiveAddr = p.Target(f.recv.Addr().String(), "")
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Accepted != 200 || rep.Deliveries != 200 || rep.Failed() {
+		t.Fatalf("over TLS: accepted %d, deliveries %d, problems %v", rep.Accepted, rep.Deliveries, rep.Problems())
+	}
+	// A receive address whose trust roots cannot be read is refused
+	// before anything is sent.
+	cfg.ReceiveAddr = "tls:127.0.0.1:1:trustRoots=/nonexistent"
+	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "trustRoots") {
+		t.Fatalf("bad trustRoots: %v", err)
 	}
 }
 

@@ -8,10 +8,12 @@ import (
 	"math/bits"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/vtp"
 )
 
@@ -72,6 +74,7 @@ type run struct {
 	jobs chan int     // seqs released by the pacer when Rate > 0
 
 	subs      []*subscriber
+	dialers   map[string]*endpoint.Dialer // the tls: targets among ReceiveAddrs
 	closing   atomic.Bool
 	closeOnce sync.Once
 }
@@ -158,6 +161,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		base:       time.Now(),
 		submitAt:   make([]atomic.Int64, cfg.Events),
 		accepted:   newBitset(cfg.Events),
+	}
+	for _, addr := range cfg.ReceiveAddrs {
+		if !strings.HasPrefix(addr, "tls:") {
+			continue
+		}
+		target, err := endpoint.ParseClient(addr, vtp.DefaultReceivePort)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+		d, err := endpoint.NewDialer(target, cfg.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+		if r.dialers == nil {
+			r.dialers = make(map[string]*endpoint.Dialer)
+		}
+		r.dialers[addr] = d
 	}
 	defer r.closeSubscribers()
 	if err := r.connectSubscribers(ctx); err != nil {
@@ -327,6 +347,10 @@ func (r *run) submit(ctx context.Context, w *worker, seq int) {
 // receipt and when it was read, or why there was none; the error names the
 // stage that failed.
 func (r *run) attempt(ctx context.Context, w *worker, addr string) (*vtp.Message, time.Time, error) {
+	w.author.Dial = nil
+	if d := r.dialers[addr]; d != nil {
+		w.author.Dial = d.Dial
+	}
 	rc, err := w.author.SubmitFrame(ctx, "tcp", addr, w.buf, string(w.ivorn))
 	if err != nil {
 		return nil, time.Time{}, err
