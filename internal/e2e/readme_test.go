@@ -170,3 +170,104 @@ func checkIgnored(t *testing.T, paths ...string) {
 		}
 	}
 }
+
+// readmeBlocks returns the fenced code blocks of the README section whose
+// heading is heading, up to the next heading.
+func readmeBlocks(t *testing.T, heading string) []string {
+	t.Helper()
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	start := strings.Index(text, "\n"+heading+"\n")
+	if start < 0 {
+		t.Fatalf("README.md has no %q section", heading)
+	}
+	section := text[start+len(heading)+2:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	if end := strings.Index(section, "\n### "); end >= 0 {
+		section = section[:end]
+	}
+	var blocks []string
+	parts := strings.Split(section, "```")
+	for i := 1; i < len(parts); i += 2 {
+		body, _ := strings.CutPrefix(parts[i], "sh")
+		blocks = append(blocks, body)
+	}
+	return blocks
+}
+
+// The README's secured link, as written: its openssl commands make the
+// certificates; broker A (ssl: listeners, clientCA=, --allow-cert of B's
+// fingerprint), broker B (a tls: subscription with its certificate,
+// printing events) and the author's comet-sendvo over tls: run with the
+// same substitutions as the first run (built binaries, free ports, run by
+// bash for the $(...) in A's command); B prints the example event.
+func TestREADMESecuredLink(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("no openssl")
+	}
+	blocks := readmeBlocks(t, "### Secured links (TLS)")
+	if len(blocks) != 2 {
+		t.Fatalf("README \"Secured links (TLS)\": %d code blocks, want 2 (certificates, the link)", len(blocks))
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "examples"), os.DirFS("../../examples")); err != nil {
+		t.Fatal(err)
+	}
+	certs := exec.Command("bash", "-euo", "pipefail", "-c", blocks[0])
+	certs.Dir = dir
+	if out, err := certs.CombinedOutput(); err != nil {
+		t.Fatalf("README openssl commands: %v\n%s", err, out)
+	}
+	var cmds []string
+	cur := ""
+	for _, line := range strings.Split(blocks[1], "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		cur += line
+		if strings.HasSuffix(cur, "\\") {
+			cur = strings.TrimSuffix(cur, "\\") + " "
+			continue
+		}
+		cmds = append(cmds, cur)
+		cur = ""
+	}
+	if len(cmds) != 3 {
+		t.Fatalf("README secured link: %d commands, want 3 (broker A, broker B, the author): %q", len(cmds), cmds)
+	}
+	p := newPorts(t)
+	shell := func(c string) *exec.Cmd {
+		for _, name := range []string{"comet-sendvo", "comet"} {
+			c = strings.ReplaceAll(c, "go run ./cmd/"+name+" ", filepath.Join(binDir, name)+" ")
+		}
+		c = strings.ReplaceAll(strings.ReplaceAll(c, ":8098", ":"+strconv.Itoa(p.recv)), ":8099", ":"+strconv.Itoa(p.cast))
+		cmd := exec.Command("bash", "-c", "exec "+c)
+		cmd.Dir = dir
+		return cmd
+	}
+	a := newProc(shell(cmds[0]))
+	a.start(t, "broker A", a.out)
+	a.waitListening(t, p.recvAddr(), 20*time.Millisecond)
+	a.waitListening(t, p.castAddr(), 20*time.Millisecond)
+	b := newProc(shell(cmds[1]))
+	printed := &vtptest.SyncBuffer{}
+	b.start(t, "broker B", printed)
+	a.waitLog(t, `peer_cert="CN=broker-b"`, 1)
+	if out, err := shell(cmds[2]).CombinedOutput(); err != nil {
+		t.Fatalf("README author command: %v\n%s", err, out)
+	}
+	event, err := os.ReadFile(filepath.Join(dir, "examples", "fermi-gbm-flt-pos.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vtptest.WaitUntil(wait, func() bool { return bytes.Contains([]byte(printed.String()), event) }) {
+		t.Fatalf("broker B did not print the event:\n%s", b.out.String())
+	}
+	checkIgnored(t, "comet-tls/x", "comet-a/x", "comet-b/x")
+}
