@@ -3,7 +3,6 @@ package endpoint_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -19,37 +18,10 @@ import (
 	"github.com/comet-go/comet/whitelist"
 )
 
-// pki is a CA for servers, a CA for clients, and files of both in a test
-// directory.
-type pki struct {
-	t        *testing.T
-	dir      string
-	ca       *tlstest.CA // issues the servers' certificates
-	trust    string      // a trustRoots directory holding ca
-	clientCA *tlstest.CA // issues the clients' certificates
-	caFile   string      // clientCA's certificate
-}
-
-func newPKI(t *testing.T) *pki {
-	p := &pki{t: t, dir: t.TempDir(), ca: tlstest.NewCA(t, "Server CA"), clientCA: tlstest.NewCA(t, "Client CA")}
-	p.trust = filepath.Join(p.dir, "trust")
-	os.Mkdir(p.trust, 0o700)
-	p.ca.WriteFile(p.trust, "ca.pem")
-	os.WriteFile(filepath.Join(p.trust, "README"), []byte("not a certificate, and not *.pem: skipped"), 0o600)
-	p.caFile = p.clientCA.WriteFile(p.dir, "client-ca.pem")
-	return p
-}
-
-// server writes a certificate for 127.0.0.1 and localhost and returns
-// the ssl: description listening on it.
-func (p *pki) server(name string, extra string) string {
-	return p.serverFor(name, extra, "127.0.0.1", "localhost")
-}
-
-// serverFor is server with a certificate for the given names only.
-func (p *pki) serverFor(name string, extra string, names ...string) string {
-	c := p.ca.Issue(tlstest.Options{CN: name, Names: names})
-	cert, key := c.WriteFiles(p.dir, name)
+// serverFor is an ssl: description listening on 127.0.0.1 with a
+// certificate for the given names only.
+func serverFor(p *tlstest.PKI, name string, extra string, names ...string) string {
+	cert, key := p.CA.Issue(tlstest.Options{CN: name, Names: names}).WriteFiles(p.Dir, name)
 	return "ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert + extra
 }
 
@@ -130,6 +102,18 @@ func next(t *testing.T, results <-chan result) result {
 func dial(t *testing.T, ln net.Listener, host, extra string) (net.Conn, error) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return dialHost(t, host, port, extra)
+}
+
+// dialAddr is dial to addr, by its IP address.
+func dialAddr(t *testing.T, addr, extra string) (net.Conn, error) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	return dialHost(t, host, port, extra)
+}
+
+func dialHost(t *testing.T, host, port, extra string) (net.Conn, error) {
+	t.Helper()
 	target, err := endpoint.ParseClient("tls:"+host+":"+port+extra, 8099)
 	if err != nil {
 		t.Fatal(err)
@@ -163,10 +147,12 @@ func readAll(t *testing.T, c net.Conn) string {
 // Twisted's parameters, verifying the host; the server sees no client
 // certificate (none was asked for), the client sees the server's.
 func TestTLSRoundTrip(t *testing.T) {
-	p := newPKI(t)
-	ln, results := listen(t, p.server("server", ""), nil)
+	p := tlstest.NewPKI(t)
+	// Not *.pem: skipped, as Twisted skips it.
+	os.WriteFile(filepath.Join(p.Trust, "README"), []byte("not a certificate"), 0o600)
+	ln, results := listen(t, p.SSL("server", ""), nil)
 	for _, host := range []string{"127.0.0.1", "localhost"} {
-		c, err := dial(t, ln, host, ":trustRoots="+p.trust)
+		c, err := dial(t, ln, host, ":trustRoots="+p.Trust)
 		if err != nil {
 			t.Fatalf("%s: %v", host, err)
 		}
@@ -187,10 +173,10 @@ func TestTLSRoundTrip(t *testing.T) {
 // privateKey= alone names one file holding certificate and key (Twisted's
 // default); extraCertChain= sends the intermediates a client needs.
 func TestTLSCombinedFileAndChain(t *testing.T) {
-	p := newPKI(t)
-	both := p.ca.Issue(tlstest.Options{CN: "combined", Names: []string{"127.0.0.1"}}).WriteCombined(p.dir, "both.pem")
+	p := tlstest.NewPKI(t)
+	both := p.CA.Issue(tlstest.Options{CN: "combined", Names: []string{"127.0.0.1"}}).WriteCombined(p.Dir, "both.pem")
 	ln, results := listen(t, "ssl:0:interface=127.0.0.1:privateKey="+both, nil)
-	c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust)
+	c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.Trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,17 +185,17 @@ func TestTLSCombinedFileAndChain(t *testing.T) {
 
 	// A leaf issued by an intermediate CA: without the chain the client
 	// cannot link it to its root.
-	inter := tlstest.NewIntermediate(t, p.ca, "Intermediate CA")
-	cert, key := inter.Issue(tlstest.Options{CN: "leaf", Names: []string{"127.0.0.1"}}).WriteFiles(p.dir, "leaf")
-	chain := inter.WriteFile(p.dir, "chain.pem")
+	inter := tlstest.NewIntermediate(t, p.CA, "Intermediate CA")
+	cert, key := inter.Issue(tlstest.Options{CN: "leaf", Names: []string{"127.0.0.1"}}).WriteFiles(p.Dir, "leaf")
+	chain := inter.WriteFile(p.Dir, "chain.pem")
 	base := "ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert
 	ln, results = listen(t, base, nil)
-	if _, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust); failureOf(err) != endpoint.FailUnknownAuthority {
+	if _, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.Trust); failureOf(err) != endpoint.FailUnknownAuthority {
 		t.Errorf("without extraCertChain: %v, want unknown authority", err)
 	}
 	next(t, results)
 	ln, results = listen(t, base+":extraCertChain="+chain, nil)
-	c, err = dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust)
+	c, err = dial(t, ln, "127.0.0.1", ":trustRoots="+p.Trust)
 	if err != nil {
 		t.Fatalf("with extraCertChain: %v", err)
 	}
@@ -222,15 +208,15 @@ func TestTLSCombinedFileAndChain(t *testing.T) {
 // A client refuses a server it cannot trust, each for its own reason; the
 // server's side of each failure is a refusal by the peer.
 func TestTLSClientFailures(t *testing.T) {
-	p := newPKI(t)
-	ln, results := listen(t, p.serverFor("server", "", "127.0.0.1"), nil)
+	p := tlstest.NewPKI(t)
+	ln, results := listen(t, serverFor(p, "server", "", "127.0.0.1"), nil)
 	other := t.TempDir()
 	tlstest.NewCA(t, "Another CA").WriteFile(other, "other.pem")
 	for _, c := range []struct {
 		host, extra string
 		want        endpoint.Failure
 	}{
-		{"localhost", ":trustRoots=" + p.trust, endpoint.FailHostname}, // the certificate names 127.0.0.1 only
+		{"localhost", ":trustRoots=" + p.Trust, endpoint.FailHostname}, // the certificate names 127.0.0.1 only
 		{"127.0.0.1", ":trustRoots=" + other, endpoint.FailUnknownAuthority},
 		{"127.0.0.1", "", endpoint.FailUnknownAuthority}, // the system's roots do not know a test CA
 	} {
@@ -255,33 +241,14 @@ func TestTLSClientFailures(t *testing.T) {
 // A server certificate that expired (served by a listener that is not
 // ours: ours refuses to load one) fails the client's check as expired.
 func TestTLSClientRefusesExpiredServer(t *testing.T) {
-	p := newPKI(t)
-	old := p.ca.Issue(tlstest.Options{CN: "old", Names: []string{"127.0.0.1"},
-		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
-	pair, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
-	if _, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust); failureOf(err) != endpoint.FailExpired {
+	p := tlstest.NewPKI(t)
+	expired := tlstest.ExpiredServer(t, p.CA)
+	if _, err := dialAddr(t, expired, ":trustRoots="+p.Trust); failureOf(err) != endpoint.FailExpired {
 		t.Fatalf("%v, want expired", err)
 	}
-	// And our listener refuses to start with it.
-	cert, key := old.WriteFiles(p.dir, "old")
+	// And our listener refuses to start with one.
+	cert, key := p.CA.Issue(tlstest.Options{CN: "old", NotBefore: time.Now().Add(-48 * time.Hour),
+		NotAfter: time.Now().Add(-24 * time.Hour)}).WriteFiles(p.Dir, "old")
 	ep, _ := endpoint.ParseServer("ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert)
 	if ln, err := ep.Listen(); err == nil || !strings.Contains(err.Error(), "expired") {
 		if ln != nil {
@@ -295,15 +262,15 @@ func TestTLSClientRefusesExpiredServer(t *testing.T) {
 // accepts the right one and shows who it is, and refuses a missing,
 // self-signed, other-CA, expired or unlisted one, each with its reason.
 func TestMutualTLS(t *testing.T) {
-	p := newPKI(t)
-	good := p.clientCA.Issue(tlstest.Options{CN: "broker-b"})
-	goodCert, goodKey := good.WriteFiles(p.dir, "good")
+	p := tlstest.NewPKI(t)
+	good := p.ClientCA.Issue(tlstest.Options{CN: "broker-b"})
+	goodCert, goodKey := good.WriteFiles(p.Dir, "good")
 	allow, err := whitelist.NewCerts(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, results := listen(t, p.server("server", ":clientCA="+p.caFile), nil)
-	c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust+":certificate="+goodCert+":privateKey="+goodKey)
+	ln, results := listen(t, p.SSL("server", ":clientCA="+p.ClientCAFile), nil)
+	c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.Trust+":certificate="+goodCert+":privateKey="+goodKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +285,7 @@ func TestMutualTLS(t *testing.T) {
 
 	self := tlstest.SelfSigned(t, tlstest.Options{CN: "broker-b"})
 	alien := tlstest.NewCA(t, "Client CA").Issue(tlstest.Options{CN: "broker-b"}) // same names, another key
-	expired := p.clientCA.Issue(tlstest.Options{CN: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	expired := p.ClientCA.Issue(tlstest.Options{CN: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	for _, c := range []struct {
 		name string
 		cert *tlstest.Cert
@@ -329,7 +296,7 @@ func TestMutualTLS(t *testing.T) {
 		{"another CA", alien, endpoint.FailUnknownAuthority},
 		{"expired", expired, endpoint.FailExpired},
 	} {
-		conf := &tls.Config{RootCAs: pool(p.ca.Cert), ServerName: "127.0.0.1"}
+		conf := &tls.Config{RootCAs: p.CA.Pool(), ServerName: "127.0.0.1"}
 		if c.cert != nil {
 			// Sent whatever CAs the server names (Go's client would send
 			// nothing; OpenSSL's sends what it has).
@@ -354,8 +321,8 @@ func TestMutualTLS(t *testing.T) {
 	}
 
 	// --allow-cert narrows what the CA verified, and changes in place.
-	ln, results = listen(t, p.server("server2", ":clientCA="+p.caFile), allow)
-	desc := ":trustRoots=" + p.trust + ":certificate=" + goodCert + ":privateKey=" + goodKey
+	ln, results = listen(t, p.SSL("server2", ":clientCA="+p.ClientCAFile), allow)
+	desc := ":trustRoots=" + p.Trust + ":certificate=" + goodCert + ":privateKey=" + goodKey
 	c, err = dial(t, ln, "127.0.0.1", desc)
 	if err == nil {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -378,21 +345,13 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-func pool(certs ...*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
-}
-
 // A plaintext peer on a TLS port is dropped at its first bytes; a silent
 // one at the deadline; a TLS client on a plaintext port fails at once.
 // Nothing stays behind: goroutines and descriptors return to where they
 // were.
 func TestTLSPlaintextAndSilentPeers(t *testing.T) {
-	p := newPKI(t)
-	ln, results := listen(t, p.server("server", ""), nil)
+	p := tlstest.NewPKI(t)
+	ln, results := listen(t, p.SSL("server", ""), nil)
 	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
 
 	for range 20 {
@@ -438,7 +397,7 @@ func TestTLSPlaintextAndSilentPeers(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if _, err := dial(t, plain, "127.0.0.1", ":trustRoots="+p.trust); failureOf(err) != endpoint.FailNotTLS {
+	if _, err := dial(t, plain, "127.0.0.1", ":trustRoots="+p.Trust); failureOf(err) != endpoint.FailNotTLS {
 		t.Errorf("TLS client on a plaintext port: %v", err)
 	}
 
@@ -481,11 +440,11 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // a bad file keeps the current one. The same holds for a target's trust
 // roots.
 func TestTLSReload(t *testing.T) {
-	p := newPKI(t)
-	desc := p.server("server", "")
+	p := tlstest.NewPKI(t)
+	desc := p.SSL("server", "")
 	ln, results := listen(t, desc, nil)
 	serverSubject := func() string {
-		c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust)
+		c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.Trust)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,8 +456,8 @@ func TestTLSReload(t *testing.T) {
 	if s := serverSubject(); s != "CN=server,O=Comet tests" {
 		t.Fatalf("before: %s", s)
 	}
-	renewed := p.ca.Issue(tlstest.Options{CN: "renewed", Names: []string{"127.0.0.1"}})
-	renewed.WriteFiles(p.dir, "server")
+	renewed := p.CA.Issue(tlstest.Options{CN: "renewed", Names: []string{"127.0.0.1"}})
+	renewed.WriteFiles(p.Dir, "server")
 	if err := ln.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -507,12 +466,12 @@ func TestTLSReload(t *testing.T) {
 	}
 	// A key that does not match the certificate: refused, the renewed
 	// pair stays.
-	other := p.ca.Issue(tlstest.Options{CN: "other"})
-	os.WriteFile(filepath.Join(p.dir, "server.key"), other.KeyPEM, 0o600)
+	other := p.CA.Issue(tlstest.Options{CN: "other"})
+	os.WriteFile(filepath.Join(p.Dir, "server.key"), other.KeyPEM, 0o600)
 	if err := ln.Reload(); err == nil {
 		t.Fatal("a mismatched key was loaded")
 	}
-	os.Remove(filepath.Join(p.dir, "server.crt"))
+	os.Remove(filepath.Join(p.Dir, "server.crt"))
 	if err := ln.Reload(); err == nil || !strings.Contains(err.Error(), "certKey") {
 		t.Fatalf("a missing certificate: %v", err)
 	}
@@ -537,7 +496,7 @@ func TestTLSReload(t *testing.T) {
 	if err := d.Reload(); err == nil {
 		t.Fatal("a trustRoots file without a certificate was loaded")
 	}
-	p.ca.WriteFile(trust, "ca.pem")
+	p.CA.WriteFile(trust, "ca.pem")
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -552,9 +511,9 @@ func TestTLSReload(t *testing.T) {
 // sslmethod=TLSv1_2_METHOD keeps to TLS 1.2; nothing older than 1.2 is
 // ever spoken.
 func TestTLSVersions(t *testing.T) {
-	p := newPKI(t)
-	ln, results := listen(t, p.server("v12", ":sslmethod=TLSv1_2_METHOD"), nil)
-	c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.trust)
+	p := tlstest.NewPKI(t)
+	ln, results := listen(t, p.SSL("v12", ":sslmethod=TLSv1_2_METHOD"), nil)
+	c, err := dial(t, ln, "127.0.0.1", ":trustRoots="+p.Trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +521,7 @@ func TestTLSVersions(t *testing.T) {
 	if r := next(t, results); r.version != tls.VersionTLS12 {
 		t.Errorf("negotiated %x, want TLS 1.2", r.version)
 	}
-	old, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool(p.ca.Cert), ServerName: "127.0.0.1",
+	old, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: p.CA.Pool(), ServerName: "127.0.0.1",
 		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		old.Close()
@@ -576,9 +535,9 @@ func TestTLSVersions(t *testing.T) {
 // Files are read when the listener or dialer is made: a missing or bad
 // one fails there, naming the parameter.
 func TestTLSFilesCheckedAtStart(t *testing.T) {
-	p := newPKI(t)
-	cert, key := p.ca.Issue(tlstest.Options{CN: "s"}).WriteFiles(p.dir, "s")
-	garbage := filepath.Join(p.dir, "garbage.pem")
+	p := tlstest.NewPKI(t)
+	cert, key := p.CA.Issue(tlstest.Options{CN: "s"}).WriteFiles(p.Dir, "s")
+	garbage := filepath.Join(p.Dir, "garbage.pem")
 	os.WriteFile(garbage, []byte("not PEM"), 0o600)
 	for desc, want := range map[string]string{
 		"ssl:0:interface=127.0.0.1": "privateKey: open server.pem", // in the working directory
@@ -601,7 +560,7 @@ func TestTLSFilesCheckedAtStart(t *testing.T) {
 	}
 	for desc, want := range map[string]string{
 		"tls:h:1:trustRoots=/nonexistent":                        "trustRoots",
-		"tls:h:1:trustRoots=" + p.dir:                            "garbage.pem", // a *.pem without a certificate
+		"tls:h:1:trustRoots=" + p.Dir:                            "garbage.pem", // a *.pem without a certificate
 		"tls:h:1:certificate=" + cert:                            "certificate", // no key in it
 		"tls:h:1:certificate=" + cert + ":privateKey=" + garbage: "certificate",
 	} {

@@ -19,7 +19,6 @@ import (
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/tlstest"
 	"github.com/comet-go/comet/internal/vtptest"
-	"github.com/comet-go/comet/signature"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -303,7 +302,7 @@ func TestTLSUpstreamFailuresRetried(t *testing.T) {
 		c.Receive = nil
 		c.Broadcast = []endpoint.Endpoint{listenOn(t, other.SSL("alien", ""))}
 	})
-	expired := expiredUpstream(t, p)
+	expired := tlstest.ExpiredServer(t, p.CA)
 	for _, c := range []struct {
 		name, addr string
 		want       endpoint.Failure
@@ -347,34 +346,6 @@ func sslFor(t *testing.T, p *tlstest.PKI, name string, names ...string) string {
 	return "ssl:0:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert
 }
 
-// expiredUpstream is a TLS listener with an expired certificate (the
-// broker refuses to load one, so this one is crypto/tls's own); it
-// handshakes and closes.
-func expiredUpstream(t *testing.T, p *tlstest.PKI) string {
-	old := p.CA.Issue(tlstest.Options{CN: "old", Names: []string{"127.0.0.1"},
-		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
-	pair, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // OpenPGP works unchanged over TLS: author → A (--sender-auth,
 // --subscriber-auth, ssl: with clientCA=) → B (--key-id, a tls:
 // subscription with a client certificate) → subscriber: the signed event
@@ -405,17 +376,7 @@ func TestOpenPGPOverTLS(t *testing.T) {
 	if !s.WaitEvents(1, deliveryWait) {
 		t.Fatal("event not relayed through the authenticated TLS hop")
 	}
-	got := s.Events()[0]
-	if !bytes.Equal(got, signed) {
-		t.Fatal("relayed event differs from the submitted file")
-	}
-	authorOnly, err := signature.LoadKeyring(filepath.Join(pgpDir, "author.pub.asc"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res, err := (&signature.Verifier{Trusted: authorOnly}).VerifyEvent(got, authorIVORN); err != nil || res.Fingerprint != authorFpr {
-		t.Fatalf("relayed event: %+v, %v", res, err)
-	}
+	checkSignedRelay(t, s.Events()[0], signed)
 	m, err := vtptest.SubmitVia(dialer(t, p.Target(recvAddr(a), "")), pgpVector(t, "event-signed-author-tampered.xml"), replyTimeout)
 	if err != nil || m == nil || m.Role != vtp.RoleNak || !strings.HasPrefix(m.Result, sigRejected) {
 		t.Fatalf("tampered event over TLS: %+v %v", m, err)

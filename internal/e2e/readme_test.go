@@ -32,24 +32,33 @@ func readmeCommands(t *testing.T) [][]string {
 		section = section[:end]
 	}
 	var cmds [][]string
-	inBlock := false
-	var cur string
-	for _, line := range strings.Split(section, "\n") {
-		switch {
-		case strings.HasPrefix(line, "```"):
-			inBlock = !inBlock
-			continue
-		case !inBlock:
+	parts := strings.Split(section, "```")
+	for i := 1; i < len(parts); i += 2 {
+		for _, c := range shellCommands(parts[i]) {
+			if strings.HasPrefix(c, "go run ") {
+				cmds = append(cmds, strings.Fields(c))
+			}
+		}
+	}
+	return cmds
+}
+
+// shellCommands are the commands of a code block, each with its
+// continuation lines joined, without blank lines and comments.
+func shellCommands(block string) []string {
+	var cmds []string
+	cur := ""
+	for _, line := range strings.Split(block, "\n") {
+		line = strings.TrimSpace(line)
+		if cur == "" && (line == "" || strings.HasPrefix(line, "#")) {
 			continue
 		}
-		cur += strings.TrimSpace(line)
+		cur += line
 		if strings.HasSuffix(cur, "\\") {
 			cur = strings.TrimSuffix(cur, "\\") + " "
 			continue
 		}
-		if strings.HasPrefix(cur, "go run ") {
-			cmds = append(cmds, strings.Fields(cur))
-		}
+		cmds = append(cmds, cur)
 		cur = ""
 	}
 	return cmds
@@ -223,21 +232,7 @@ func TestREADMESecuredLink(t *testing.T) {
 	if out, err := certs.CombinedOutput(); err != nil {
 		t.Fatalf("README openssl commands: %v\n%s", err, out)
 	}
-	var cmds []string
-	cur := ""
-	for _, line := range strings.Split(blocks[1], "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		cur += line
-		if strings.HasSuffix(cur, "\\") {
-			cur = strings.TrimSuffix(cur, "\\") + " "
-			continue
-		}
-		cmds = append(cmds, cur)
-		cur = ""
-	}
+	cmds := shellCommands(blocks[1])
 	if len(cmds) != 3 {
 		t.Fatalf("README secured link: %d commands, want 3 (broker A, broker B, the author): %q", len(cmds), cmds)
 	}

@@ -12,6 +12,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -326,4 +327,36 @@ func (p *PKI) Target(addr, extra string) string {
 		p.t.Fatal(err)
 	}
 	return "tls:" + host + ":" + port + ":trustRoots=" + p.Trust + extra
+}
+
+// ExpiredServer is a TLS listener on 127.0.0.1 whose certificate, issued
+// by ca for 127.0.0.1, expired a day ago; it completes each handshake and
+// closes. (It is crypto/tls's own listener: the broker refuses to load an
+// expired certificate.) It returns the address.
+func ExpiredServer(t testing.TB, ca *CA) string {
+	t.Helper()
+	old := ca.Issue(Options{CN: "expired", Names: []string{"127.0.0.1"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	pair, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }
