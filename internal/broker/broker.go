@@ -575,10 +575,18 @@ func addrList(lns []net.Listener) []net.Addr {
 	return out
 }
 
+// addrs are the listeners' addresses for the log: "ssl:" before a TLS
+// one, and ":clientCA" after one that requires client certificates.
 func addrs(lns []net.Listener) []string {
 	out := make([]string, len(lns))
 	for i, ln := range lns {
 		out[i] = ln.Addr().String()
+		if tl, ok := ln.(*endpoint.TLSListener); ok {
+			out[i] = "ssl:" + out[i]
+			if tl.MutualTLS() {
+				out[i] += ":clientCA"
+			}
+		}
 	}
 	return out
 }

@@ -367,7 +367,7 @@ func TestStartupErrors(t *testing.T) {
 		"no role":       {[]string{"--local-ivo", localIVO}, "no services requested"},
 		"no local ivo":  {[]string{"--receive"}, "--local-ivo"},
 		"bad local ivo": {[]string{"--receive", "--local-ivo", "ivo://co/x"}, "invalid IVOA identifier"},
-		"bad endpoint":  {[]string{"--receive", "ssl:8098", "--local-ivo", localIVO}, "invalid endpoint"},
+		"bad endpoint":  {[]string{"--receive", "tcp:8098:bogus=1", "--local-ivo", localIVO}, "invalid endpoint"},
 		"bad network":   {[]string{"--receive", "--whitelist", "10.0.0.0/33", "--local-ivo", localIVO}, "invalid network"},
 		"port in use": {[]string{"--receive", fmt.Sprintf("tcp:%d:interface=127.0.0.1", busyPort),
 			"--local-ivo", localIVO, "--eventdb", db}, "address already in use"},
