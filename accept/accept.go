@@ -228,14 +228,14 @@ func (hs *handshakes) stop() {
 	hs.wg.Wait()
 }
 
-// AcceptedAt is when Loop accepted conn (through the TLS connection it
-// hands over, too); the zero time for a connection Loop did not accept.
-func AcceptedAt(conn net.Conn) time.Time {
+// HandshakeStart is when the TLS handshake of a connection Loop handed
+// over began: when it was accepted. It is the zero time for a plaintext
+// connection, which is handed over as soon as it is accepted.
+func HandshakeStart(conn net.Conn) time.Time {
 	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
-	}
-	if lc, ok := conn.(*limitedConn); ok {
-		return lc.accepted
+		if lc, ok := tc.NetConn().(*limitedConn); ok {
+			return lc.accepted
+		}
 	}
 	return time.Time{}
 }

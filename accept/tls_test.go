@@ -76,8 +76,8 @@ func TestLoopHandshakes(t *testing.T) {
 		if _, ok := conn.(*tls.Conn); !ok {
 			t.Fatalf("handed %T, want a TLS connection", conn)
 		}
-		if at := AcceptedAt(conn); at.IsZero() || time.Since(at) > 5*time.Second {
-			t.Errorf("AcceptedAt %v", at)
+		if at := HandshakeStart(conn); at.IsZero() || time.Since(at) > 5*time.Second {
+			t.Errorf("HandshakeStart %v", at)
 		}
 		conn.Close()
 	case <-time.After(5 * time.Second):

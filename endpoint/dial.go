@@ -41,12 +41,6 @@ func NewDialer(target Endpoint, timeout time.Duration) (*Dialer, error) {
 	return d, nil
 }
 
-// Target is the endpoint dialed.
-func (d *Dialer) Target() Endpoint { return d.target }
-
-// Timeout bounds one attempt.
-func (d *Dialer) Timeout() time.Duration { return d.timeout }
-
 // Dial connects, and for a tls: target completes the handshake, within
 // the timeout, or by ctx's deadline if that is sooner. A failed handshake
 // is a *HandshakeError.

@@ -29,7 +29,7 @@ type ServerTLS struct {
 	spec  TLS
 	allow *whitelist.Certs
 	cur   atomic.Pointer[tls.Config] // the files as last read
-	conf  *tls.Config                // hands every handshake cur
+	conf  *tls.Config                // for tls.Server: hands every handshake cur
 }
 
 // NewServerTLS reads t's files. allow, if set, narrows the client
@@ -101,10 +101,6 @@ func (s *ServerTLS) Reload() error {
 	s.cur.Store(conf)
 	return nil
 }
-
-// Config is the server configuration for crypto/tls: every handshake
-// gets the files as last read.
-func (s *ServerTLS) Config() *tls.Config { return s.conf }
 
 // MutualTLS reports whether clients must present a certificate.
 func (s *ServerTLS) MutualTLS() bool { return s.spec.ClientCA != "" }

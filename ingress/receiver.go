@@ -193,8 +193,9 @@ func (r *Receiver) handle(conn net.Conn) {
 	log := r.cfg.Logger.With("peer", peer)
 	log = log.With(endpoint.PeerLogAttrs(conn)...)
 	timeout := r.cfg.Timeout
-	// Counted from connect (Comet's), which a TLS handshake was part of.
-	conn.SetDeadline(cmp.Or(accept.AcceptedAt(conn), time.Now()).Add(timeout))
+	// Counted from connect (Comet's): a TLS connection's handshake, run by
+	// the accept loop, was part of it.
+	conn.SetDeadline(cmp.Or(accept.HandshakeStart(conn), time.Now()).Add(timeout))
 
 	payload, err := vtp.NewFrameReader(conn, r.cfg.MaxFrame).ReadFrame()
 	if err != nil {
