@@ -191,6 +191,7 @@ func (hs *handshakes) start(conn *limitedConn) {
 		defer hs.mu.Unlock()
 		delete(hs.pending, conn)
 		if err != nil {
+			defer conn.Close()
 			if hs.stopped {
 				return // closed by stop: not the peer's failure
 			}
@@ -199,13 +200,14 @@ func (hs *handshakes) start(conn *limitedConn) {
 			if errors.As(err, &he) {
 				failure = he.Failure
 			}
-			hs.log.Warn("TLS handshake failed", "peer", conn.RemoteAddr().String(), "failure", failure, "reason", err)
+			// Counted before the close, as refusals at accept are.
 			if hs.p.Refused != nil {
 				hs.p.Refused(RefusedTLS)
 			}
 			if hs.p.HandshakeFailed != nil {
 				hs.p.HandshakeFailed(failure)
 			}
+			hs.log.Warn("TLS handshake failed", "peer", conn.RemoteAddr().String(), "failure", failure, "reason", err)
 			return
 		}
 		// Under mu, so that nothing is handed over once stop has begun.

@@ -44,13 +44,15 @@ func BenchmarkHandshake(b *testing.B) {
 						return
 					}
 					go func() {
+						defer conn.Close()
+						var c net.Conn = conn
 						if tl, ok := ln.(*endpoint.TLSListener); ok {
-							if conn, err = tl.Handshake(conn, time.Now().Add(10*time.Second)); err != nil {
+							if c, err = tl.Handshake(conn, time.Now().Add(10*time.Second)); err != nil {
 								return
 							}
 						}
-						conn.Write([]byte{1})
-						conn.Close()
+						c.Write([]byte{1})
+						c.Close()
 					}()
 				}
 			}()

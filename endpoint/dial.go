@@ -61,7 +61,12 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	if err != nil || d.tls == nil {
 		return conn, err
 	}
-	return d.tls.Handshake(ctx, conn, deadline)
+	tc, err := d.tls.Handshake(ctx, conn, deadline)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // Reload re-reads the target's TLS files; on error the ones read before

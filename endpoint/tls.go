@@ -107,13 +107,12 @@ func (s *ServerTLS) MutualTLS() bool { return s.spec.ClientCA != "" }
 
 // Handshake runs the server side of the TLS handshake on conn, which must
 // finish by deadline. On success the deadline is cleared for the caller to
-// set its own; on failure conn is closed and the error is a
-// *HandshakeError.
+// set its own; on failure the error is a *HandshakeError and the caller
+// closes conn (after counting the failure, say).
 func (s *ServerTLS) Handshake(conn net.Conn, deadline time.Time) (*tls.Conn, error) {
 	conn.SetDeadline(deadline)
 	tc := tls.Server(conn, s.conf)
 	if err := tc.HandshakeContext(context.Background()); err != nil {
-		conn.Close()
 		return nil, newHandshakeError(conn.RemoteAddr().String(), err)
 	}
 	tc.SetDeadline(time.Time{})
@@ -208,13 +207,12 @@ func (c *ClientTLS) Reload() error {
 }
 
 // Handshake runs the client side of the TLS handshake on conn, which must
-// finish by deadline. On failure conn is closed and the error is a
-// *HandshakeError.
+// finish by deadline. On failure the error is a *HandshakeError and the
+// caller closes conn.
 func (c *ClientTLS) Handshake(ctx context.Context, conn net.Conn, deadline time.Time) (*tls.Conn, error) {
 	conn.SetDeadline(deadline)
 	tc := tls.Client(conn, c.cur.Load())
 	if err := tc.HandshakeContext(ctx); err != nil {
-		conn.Close()
 		return nil, newHandshakeError(conn.RemoteAddr().String(), err)
 	}
 	tc.SetDeadline(time.Time{})

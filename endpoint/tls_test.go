@@ -53,6 +53,9 @@ func listen(t *testing.T, desc string, allow *whitelist.Certs) (*endpoint.TLSLis
 			go func() {
 				start := time.Now()
 				tc, err := tl.Handshake(conn, start.Add(handshakeTimeout))
+				if err != nil {
+					conn.Close()
+				}
 				r := result{err: err, after: time.Since(start)}
 				if err == nil {
 					r.id, r.ok = endpoint.PeerIdentity(tc)
