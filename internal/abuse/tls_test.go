@@ -155,6 +155,7 @@ func TestTLSPortProbes(t *testing.T) {
 	if r, d := st.Rejections[ingress.RejectTLS], st.Drops[egress.DropTLS]; r+d != uint64(len(plain)+len(slow)) || r != d {
 		t.Errorf("refusals: %d on the receive port, %d on the broadcast port; want %d each", r, d, (len(plain)+len(slow))/2)
 	}
+	h.logs.WaitCount("TLS handshake failed", len(plain)+len(slow), time.Second) // logged just after it is counted
 	if n := h.logs.Count("TLS handshake failed"); n != len(plain)+len(slow) {
 		t.Errorf("%d TLS failures logged, want %d", n, len(plain)+len(slow))
 	}

@@ -324,6 +324,8 @@ func TestTLSUpstreamFailuresRetried(t *testing.T) {
 			if !waitUntil(10*time.Second, func() bool { return down.Stats().TLSFailures[c.want] >= 3 }) {
 				t.Fatalf("%v failures: %v, want at least 3 attempts", c.want, down.Stats().TLSFailures)
 			}
+			// Each attempt's line is logged just after it is counted.
+			log.waitFor(5*time.Second, "attempt=3")
 			n := 0
 			for line := range strings.SplitSeq(log.String(), "\n") {
 				if strings.Contains(line, "upstream connection lost; reconnecting") {
