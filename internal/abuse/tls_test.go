@@ -216,7 +216,7 @@ func TestTLSClientOnPlaintextPorts(t *testing.T) {
 // again.
 func TestTLSHandshakeFlood(t *testing.T) {
 	needFDs(t)
-	const timeout, perPeer, srcs, each = 20 * time.Second, 48, 4, 56
+	const timeout, perPeer, srcs, each = 20 * time.Second, 32, 4, 40
 	h := startTLS(t, timeout, func(c *broker.Config) { connLimits(c, cmdMaxConns, perPeer) })
 	conf := &tls.Config{RootCAs: h.p.CA.Pool(), ServerName: "127.0.0.1"}
 	flood := func(first int, checkHealth bool) (conns []net.Conn, refused int, failures []error) {
