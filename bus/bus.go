@@ -24,7 +24,9 @@ import (
 const (
 	StreamName    = "COMET_EVENTS"
 	SubjectPrefix = "comet.event."
-	SeenBucket    = "comet_seen"
+	// SeenBucket is the KV bucket that held the previously-seen records
+	// before they moved onto the stream; Open migrates and deletes it.
+	SeenBucket = "comet_seen"
 )
 
 // Defaults for Config fields left zero.
@@ -36,8 +38,7 @@ const (
 	DefaultStreamMaxAge   = 7 * 24 * time.Hour
 	DefaultStreamMaxBytes = 1 << 30
 	DefaultSeenTTL        = 30 * 24 * time.Hour // docs/bus.md §2.3
-	DefaultDupWindow      = 2 * time.Minute     // JetStream Nats-Msg-Id window
-	DefaultClaimTimeout   = 10 * time.Second
+	DefaultDupWindow      = 2 * time.Minute     // JetStream Nats-Msg-Id window (dead letters)
 
 	DefaultAckWait           = 30 * time.Second
 	DefaultInactiveThreshold = 72 * time.Hour
@@ -69,9 +70,6 @@ const (
 	// UnansweredRetryPause separates repeats of an unanswered management
 	// request.
 	UnansweredRetryPause = 250 * time.Millisecond
-	// ClaimPollInterval is how often Ingest looks for the stored event of
-	// a young claim made by another call (see Ingest).
-	ClaimPollInterval = 250 * time.Millisecond
 )
 
 // HeaderRoom is what a message may carry on top of its payload: the server's
@@ -110,13 +108,16 @@ type Config struct {
 	// Replicas of the stream and the bucket (clustered external systems).
 	Replicas int
 
-	StreamMaxAge   time.Duration // how long events stay on the stream
-	StreamMaxBytes int64         // oldest events go first beyond this
-	SeenTTL        time.Duration // how long an event counts as seen
-	DupWindow      time.Duration // stream duplicate (Nats-Msg-Id) window
-	// ClaimTimeout is how long a seen-record without its stream message
-	// is taken to be a publish still in flight; see Ingest.
-	ClaimTimeout time.Duration
+	// StreamMaxAge is how long an event's payload stays on the stream;
+	// SeenTTL how long its record does (the event, then a delete marker),
+	// i.e. how long the same bytes are refused as previously seen. The
+	// record lasts the longer of the two.
+	StreamMaxAge time.Duration
+	SeenTTL      time.Duration
+	// StreamMaxBytes bounds the stream; beyond it the oldest messages go
+	// first, records included, which shortens the previously-seen period
+	// (the bus then logs a warning; see RetentionCheckInterval).
+	StreamMaxBytes int64
 
 	// Consumers (ConsumeEvents).
 	AckWait           time.Duration // redelivery of unacked events
@@ -156,8 +157,6 @@ func (c *Config) setDefaults() error {
 	c.StreamMaxAge = cmp.Or(c.StreamMaxAge, DefaultStreamMaxAge)
 	c.StreamMaxBytes = cmp.Or(c.StreamMaxBytes, DefaultStreamMaxBytes)
 	c.SeenTTL = cmp.Or(c.SeenTTL, DefaultSeenTTL)
-	c.DupWindow = cmp.Or(c.DupWindow, DefaultDupWindow)
-	c.ClaimTimeout = cmp.Or(c.ClaimTimeout, DefaultClaimTimeout)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.InactiveThreshold = cmp.Or(c.InactiveThreshold, DefaultInactiveThreshold)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
@@ -181,15 +180,12 @@ func (c *Config) setDefaults() error {
 	case c.MaxPayload < 0 || c.MaxPayload > server.MAX_PAYLOAD_MAX_SIZE-HeaderRoom:
 		return fmt.Errorf("MaxPayload %d out of range", c.MaxPayload)
 	case c.Replicas < 0 || c.StreamMaxAge < 0 || c.StreamMaxBytes < 0 || c.SeenTTL < 0 ||
-		c.DupWindow < 0 || c.ClaimTimeout < 0 || c.AckWait < 0 || c.InactiveThreshold < 0 ||
+		c.AckWait < 0 || c.InactiveThreshold < 0 ||
 		c.MaxAckPending < 0 || c.Prefetch < 0 || c.PrefetchBytes < 0 || c.Conns < 0 || c.RequestTimeout < 0:
 		return errors.New("negative limit")
-	case c.ClaimTimeout >= c.DupWindow:
-		// A stale claim is only safe to take over while the duplicate
-		// window still catches a late publish by the original claimant.
-		return fmt.Errorf("ClaimTimeout %v must be shorter than DupWindow %v", c.ClaimTimeout, c.DupWindow)
-	case c.DupWindow > c.StreamMaxAge:
-		return fmt.Errorf("DupWindow %v exceeds StreamMaxAge %v", c.DupWindow, c.StreamMaxAge)
+	case c.StreamMaxAge < time.Second || c.SeenTTL < time.Second:
+		// JetStream's per-message TTLs and markers count whole seconds.
+		return errors.New("StreamMaxAge and SeenTTL must be at least a second")
 	}
 	return nil
 }
@@ -236,6 +232,10 @@ type Bus struct {
 	stream jetstream.Stream
 	opened time.Time
 
+	// payloadTTL is the Nats-TTL of every event ("" when payloads are
+	// kept as long as their records); see retention.
+	payloadTTL string
+
 	mu        sync.Mutex
 	consumers map[*Consumer]struct{}
 	stageSubs map[*stageSubscriber]struct{}
@@ -245,13 +245,15 @@ type Bus struct {
 
 	dlMu    sync.Mutex
 	dlReady bool // COMET_DEADLETTER provisioned
+
+	stopWatch context.CancelFunc // ends watchRetention
+	watching  sync.WaitGroup
 }
 
-// conn is one NATS connection with its JetStream handles.
+// conn is one NATS connection with its JetStream handle.
 type conn struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	kv     jetstream.KeyValue
 	closed chan struct{}
 }
 
@@ -263,10 +265,16 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b := &Bus{cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{},
 		stageSubs: map[*stageSubscriber]struct{}{}, opened: time.Now()}
+	if r := cfg.retention(); r.payloadTTL > 0 {
+		b.payloadTTL = strconv.FormatInt(int64(r.payloadTTL/time.Second), 10)
+	}
 	if err := b.open(ctx); err != nil {
 		b.shutdown()
 		return nil, err
 	}
+	wctx, stop := context.WithCancel(context.Background())
+	b.stopWatch = stop
+	b.watching.Go(func() { b.watchRetention(wctx) })
 	b.log.Info("bus open", "bus", b.Describe(), "node", cfg.Node)
 	return b, nil
 }
@@ -287,17 +295,10 @@ func (b *Bus) open(ctx context.Context) error {
 	if mp := b.conns[0].nc.MaxPayload(); mp < int64(b.cfg.msgLimit()) {
 		return &SizeMismatchError{MaxPayload: b.cfg.MaxPayload, Limit: mp}
 	}
-	if err := b.provision(ctx); err != nil {
+	if err := checkServerVersion(b.conns[0].nc); err != nil {
 		return err
 	}
-	for _, c := range b.conns {
-		kv, err := c.js.KeyValue(ctx, SeenBucket)
-		if err != nil {
-			return fmt.Errorf("bus: binding bucket %s: %w", SeenBucket, err)
-		}
-		c.kv = kv
-	}
-	return nil
+	return b.provision(ctx)
 }
 
 func (b *Bus) startServer() error {
@@ -399,7 +400,10 @@ func (b *Bus) connect(i int) (*conn, error) {
 		return nil, fmt.Errorf("bus: connecting to %s: %w", b.where(), err)
 	}
 	c.nc = nc
-	c.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(b.cfg.RequestTimeout))
+	// Stores are asynchronous publishes, each awaited by its Ingest;
+	// the timeout forgets one whose answer never comes.
+	c.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(b.cfg.RequestTimeout),
+		jetstream.WithPublishAsyncTimeout(b.cfg.RequestTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("bus: %w", err)
@@ -488,6 +492,8 @@ func (b *Bus) Close() error {
 		for _, s := range ss {
 			s.stop() // events handed out stay unacked: handled again later
 		}
+		b.stopWatch()
+		b.watching.Wait()
 		b.closeErr = b.shutdown()
 	})
 	return b.closeErr

@@ -126,21 +126,19 @@ func TestTokens(t *testing.T) {
 		"comet.event.upstream.observation.nasa%2Egsfc%2Egcn."+sha; got != want {
 		t.Errorf("Subject = %s, want %s", got, want)
 	}
-	if got := string(recordValue(time.Unix(1714566896, 123456789))); got != "1714566896.123456" {
-		t.Errorf("recordValue = %s", got)
-	}
-	if got := string(recordValue(time.Unix(1714566896, 1000))); got != "1714566896.000001" {
-		t.Errorf("recordValue = %s", got)
-	}
 }
 
 func TestIngestAcceptedThenDuplicate(t *testing.T) {
 	b := openBus(t, Config{})
 	ev := testEvent(1)
-	if seen, err := b.Seen(ctxT(t), ev.SHA1); err != nil || seen {
+	ev.SHA1 = "" // Ingest computes it
+	if seen, err := b.Seen(ctxT(t), Digest(ev.Payload)); err != nil || seen {
 		t.Fatalf("Seen before = %v, %v", seen, err)
 	}
 	ingest(t, b, ev, Accepted)
+	if ev.SHA1 != Digest(ev.Payload) {
+		t.Fatalf("Ingest set SHA1 %q", ev.SHA1)
+	}
 	if seen, err := b.Seen(ctxT(t), ev.SHA1); err != nil || !seen {
 		t.Fatalf("Seen after = %v, %v", seen, err)
 	}
@@ -151,22 +149,30 @@ func TestIngestAcceptedThenDuplicate(t *testing.T) {
 	if n := storedCount(t, b, ev.SHA1); n != 1 {
 		t.Fatalf("stream holds %d copies, want 1", n)
 	}
-	e, err := b.conns[0].kv.Get(ctxT(t), ev.SHA1)
+	// One message is the event and its record: it lives StreamMaxAge,
+	// then leaves a delete marker (see TestRecordOutlivesPayload).
+	m, err := b.stream.GetLastMsgForSubject(ctxT(t), seenSubject(ev.SHA1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := string(e.Value()); len(v) < 12 || v[len(v)-7] != '.' {
-		t.Errorf("seen-record value %q is not seconds.micros", v)
+	if got := m.Header.Get(jetstream.MsgTTLHeader); got != "604800" {
+		t.Errorf("Nats-TTL %q, want 604800 (7 days)", got)
+	}
+	if got := m.Header.Get(HeaderMsgID); got != "" {
+		t.Errorf("event carries Nats-Msg-Id %q", got)
+	}
+	cfg := b.stream.CachedInfo().Config
+	if cfg.MaxAge != DefaultSeenTTL || cfg.SubjectDeleteMarkerTTL != DefaultSeenTTL-DefaultStreamMaxAge || cfg.MaxMsgsPerSubject != 1 {
+		t.Errorf("stream max_age %v, marker TTL %v, per subject %d", cfg.MaxAge, cfg.SubjectDeleteMarkerTTL, cfg.MaxMsgsPerSubject)
 	}
 }
 
 func TestIngestRejectsBadEvents(t *testing.T) {
 	b := openBus(t, Config{MaxPayload: 1000})
 	for name, mod := range map[string]func(*Event){
-		"sha1 uppercase": func(e *Event) { e.SHA1 = strings.ToUpper(e.SHA1) },
-		"sha1 short":     func(e *Event) { e.SHA1 = e.SHA1[:39] },
-		"origin":         func(e *Event) { e.Origin = "x" },
-		"too big":        func(e *Event) { e.Payload = make([]byte, 1001) },
+		"empty":   func(e *Event) { e.Payload = nil },
+		"origin":  func(e *Event) { e.Origin = "x" },
+		"too big": func(e *Event) { e.Payload = make([]byte, 1001) },
 	} {
 		ev := testEvent(1)
 		mod(ev)
@@ -177,6 +183,13 @@ func TestIngestRejectsBadEvents(t *testing.T) {
 	if seen, _ := b.Seen(ctxT(t), testEvent(1).SHA1); seen {
 		t.Error("a refused event was recorded")
 	}
+	// The caller's digest is not trusted: Ingest computes its own.
+	ev := testEvent(2)
+	ev.SHA1 = Digest([]byte("something else"))
+	ingest(t, b, ev, Accepted)
+	if seen, _ := b.Seen(ctxT(t), Digest(testEvent(2).Payload)); !seen {
+		t.Error("the event was not recorded under its own digest")
+	}
 }
 
 func TestIngestConcurrentSameEvent(t *testing.T) {
@@ -185,11 +198,14 @@ func TestIngestConcurrentSameEvent(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	counts := map[Outcome]int{}
-	for range 50 {
+	for i := range 50 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			e := *ev
+			if i%2 == 1 {
+				e.Origin = OriginUpstream // another subject, the same record
+			}
 			o, err := b.Ingest(ctxT(t), &e)
 			if err != nil {
 				t.Error(err)
@@ -226,66 +242,140 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 }
 
-func TestStaleClaim(t *testing.T) {
-	const claim = 50 * time.Millisecond
-	b := openBus(t, Config{ClaimTimeout: claim})
-
-	// A process died between claim and publish.
-	lost := testEvent(10)
-	if _, err := b.conns[0].kv.Create(ctxT(t), lost.SHA1, recordValue(time.Now())); err != nil {
+// An Ingest whose store went unanswered asks again; when the stream then
+// says the payload is stored, the stored copy tells whether that was this
+// call's own store (the author gets its ack) or another's.
+func TestUnansweredStoreResolvedByReading(t *testing.T) {
+	b := openBus(t, Config{})
+	unanswered := context.DeadlineExceeded
+	mine := testEvent(14)
+	mine.SHA1 = Digest(mine.Payload)
+	msg := b.message(mine)
+	if _, err := b.conns[0].js.PublishMsg(ctxT(t), msg); err != nil { // the store whose answer was lost
 		t.Fatal(err)
 	}
-	// The author's retry, while the claim is younger than ClaimTimeout,
-	// waits until it is stale, then takes it over (never a Duplicate for
-	// an event the stream does not hold).
-	start := time.Now()
-	ingest(t, b, lost, Accepted)
-	if d := time.Since(start); d < claim/2 {
-		t.Fatalf("took over a claim %v old; it may still be in flight", d)
+	if o, err := b.whoseStore(ctxT(t), msg, unanswered); err != nil || o != Accepted {
+		t.Fatalf("own store: %v, %v; want accepted", o, err)
 	}
-	if n := storedCount(t, b, lost.SHA1); n != 1 {
-		t.Fatalf("stream holds %d copies, want 1", n)
+	other := *mine
+	other.Node, other.ReceivedAt = "another-ingress", time.Now()
+	if o, err := b.whoseStore(ctxT(t), b.message(&other), unanswered); err != nil || o != Duplicate {
+		t.Fatalf("another's store: %v, %v; want duplicate", o, err)
 	}
-	ingest(t, b, lost, Duplicate)
-
-	// A claim whose event is stored stays a duplicate, whatever the origin.
-	ok := testEvent(11)
-	ingest(t, b, ok, Accepted)
-	time.Sleep(claim + 30*time.Millisecond)
-	up := *ok
-	up.Origin = OriginUpstream
-	ingest(t, b, &up, Duplicate)
-	ingest(t, b, ok, Duplicate)
-	if n := storedCount(t, b, ok.SHA1); n != 1 {
-		t.Fatalf("stream holds %d copies, want 1", n)
+	lost := testEvent(15)
+	lost.SHA1 = Digest(lost.Payload)
+	if _, err := b.whoseStore(ctxT(t), b.message(lost), unanswered); err == nil || !strings.Contains(err.Error(), "not stored") {
+		t.Fatalf("nothing stored: %v", err)
 	}
 }
 
-func TestClaimOlderThanDupWindowIsDuplicate(t *testing.T) {
-	b := openBus(t, Config{ClaimTimeout: 20 * time.Millisecond, DupWindow: 150 * time.Millisecond})
-	ev := testEvent(12)
-	if _, err := b.conns[0].kv.Create(ctxT(t), ev.SHA1, recordValue(time.Now())); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	ingest(t, b, ev, Duplicate)
-	if n := storedCount(t, b, ev.SHA1); n != 0 {
-		t.Fatalf("stream holds %d copies, want 0", n)
-	}
-}
-
-func TestFailedPublishReleasesClaim(t *testing.T) {
+// A store that does not take writes is told apart, and JetStream's own
+// error is kept.
+func TestIngestStoreUnavailable(t *testing.T) {
 	b := openBus(t, Config{})
 	if err := b.conns[0].js.DeleteStream(ctxT(t), StreamName); err != nil {
 		t.Fatal(err)
 	}
 	ev := testEvent(13)
-	if _, err := b.Ingest(ctxT(t), ev); err == nil {
-		t.Fatal("Ingest without a stream succeeded")
+	_, err := b.Ingest(ctxT(t), ev)
+	if !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("Ingest without a stream: %v; want ErrStoreUnavailable wrapping ErrNoStreamResponse", err)
 	}
-	if seen, err := b.Seen(ctxT(t), ev.SHA1); err != nil || seen {
-		t.Fatalf("Seen after failed publish = %v, %v; the claim must be released", seen, err)
+
+	full := openBus(t, Config{})
+	js := full.conns[0].js
+	cfg := full.stream.CachedInfo().Config
+	cfg.MaxBytes = 4096
+	cfg.Discard = jetstream.DiscardNew // an operator's stream that refuses when full
+	if _, err := js.UpdateStream(ctxT(t), cfg); err != nil {
+		t.Fatal(err)
 	}
+	big := testEvent(16)
+	big.Payload = append(bytes.Repeat([]byte(" "), 5000), big.Payload...)
+	_, err = full.Ingest(ctxT(t), big)
+	var apiErr *jetstream.APIError
+	if !errors.Is(err, ErrStoreUnavailable) || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStreamStoreFailed {
+		t.Fatalf("Ingest into a full stream: %v; want ErrStoreUnavailable wrapping API error 10077", err)
+	}
+}
+
+// The record outlives the payload: after StreamMaxAge the event gives way
+// to a delete marker, which still makes the same bytes a Duplicate until
+// SeenTTL, and which consumers and taps never see as an event.
+func TestRecordOutlivesPayload(t *testing.T) {
+	b := openBus(t, Config{StreamMaxAge: time.Second, SeenTTL: 3 * time.Second})
+	got := make(chan *Delivery, 10)
+	c, err := b.ConsumeEvents(ctxT(t), "egress-ttl", func(d *Delivery) { d.Ack(); got <- d })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	ev := testEvent(17)
+	ingest(t, b, ev, Accepted)
+	start := time.Now()
+	recv(t, got)
+
+	marker := func() bool {
+		m, err := b.stream.GetLastMsgForSubject(ctxT(t), seenSubject(ev.SHA1))
+		return err == nil && len(m.Data) == 0 && m.Header.Get("Nats-Marker-Reason") != ""
+	}
+	if !waitUntil(5*time.Second, marker) {
+		t.Fatal("no delete marker replaced the expired event")
+	}
+	t.Logf("payload gone after %v", time.Since(start).Round(10*time.Millisecond))
+	ingest(t, b, ev, Duplicate)
+	if seen, err := b.Seen(ctxT(t), ev.SHA1); err != nil || !seen {
+		t.Fatalf("Seen with only the marker = %v, %v", seen, err)
+	}
+	var taps int
+	if err := b.Tap(ctxT(t), TapOptions{Seq: 1, StopWhenCaughtUp: true}, func(*Delivery) error { taps++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if taps != 0 {
+		t.Errorf("a tap handed over %d messages of a stream holding only a marker", taps)
+	}
+
+	gone := func() bool { seen, err := b.Seen(ctxT(t), ev.SHA1); return err == nil && !seen }
+	if !waitUntil(10*time.Second, gone) {
+		t.Fatal("the record outlived SeenTTL")
+	}
+	if d := time.Since(start); d < 3*time.Second {
+		t.Fatalf("record gone after %v, before SeenTTL", d)
+	}
+	t.Logf("record gone after %v", time.Since(start).Round(10*time.Millisecond))
+	ingest(t, b, ev, Accepted)
+	recv(t, got)
+	select {
+	case d := <-got:
+		t.Fatalf("the consumer was handed seq %d with %d bytes (a marker?)", d.Seq, len(d.Payload))
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// A stream at its byte limit evicts its oldest records without markers;
+// CheckRetention reports it, and how far back records still reach.
+func TestRetentionCheckSeesEvictionBySize(t *testing.T) {
+	b := openBus(t, Config{StreamMaxBytes: 64 << 10, MaxPayload: 8 << 10})
+	h, err := b.CheckRetention(ctxT(t))
+	if err != nil || h.Full || h.Short {
+		t.Fatalf("empty stream: %+v, %v", h, err)
+	}
+	first := testEvent(300)
+	first.Payload = append(bytes.Repeat([]byte(" "), 4000), first.Payload...)
+	ingest(t, b, first, Accepted)
+	for i := range 30 {
+		ev := testEvent(301 + i)
+		ev.Payload = append(bytes.Repeat([]byte(" "), 4000), ev.Payload...)
+		ingest(t, b, ev, Accepted)
+	}
+	h, err = b.CheckRetention(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Full || !h.Short || h.Oldest <= 0 || h.Oldest > time.Minute {
+		t.Fatalf("full stream: %+v", h)
+	}
+	ingest(t, b, first, Accepted) // forgotten early: what the warning is about
 }
 
 func TestConsumeRoundTrip(t *testing.T) {
@@ -327,7 +417,8 @@ func TestConsumeRoundTrip(t *testing.T) {
 		t.Fatalf("seq %d, want 1", d.Seq)
 	}
 	h := d.msg.Headers()
-	if h.Get(HeaderMsgID) != full.SHA1 || h.Get(HeaderReceivedAt) != "2024-05-01T11:34:56.123456789Z" {
+	if h.Get(HeaderMsgID) != "" || h.Get(HeaderReceivedAt) != "2024-05-01T11:34:56.123456789Z" ||
+		h.Get(jetstream.ExpectedLastSubjSeqSubjHeader) != "comet.event.*.*.*."+full.SHA1 {
 		t.Fatalf("headers %v", h)
 	}
 
@@ -338,6 +429,17 @@ func TestConsumeRoundTrip(t *testing.T) {
 	if d.Node != "other-node" || d.Seq != 2 || d.Subject != Subject(OriginAuthor, "test", "test.example", bare.SHA1) {
 		t.Errorf("second delivery %+v", d)
 	}
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 func recv(t testing.TB, ch <-chan *Delivery) *Delivery {
@@ -494,8 +596,8 @@ func TestProvisioningExternal(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{StreamMaxAge: 24 * time.Hour}, "max_age is 168h0m0s, want 24h0m0s"},
-		{Config{SeenTTL: 24 * time.Hour}, "bucket comet_seen exists with different settings (ttl is 720h0m0s, want 24h0m0s)"},
+		{Config{StreamMaxAge: 24 * time.Hour}, "subject_delete_marker_ttl is 552h0m0s, want 696h0m0s"},
+		{Config{SeenTTL: 24 * time.Hour}, "max_age is 720h0m0s, want 168h0m0s"},
 		{Config{MaxPayload: 99999}, "max_msg_size"},
 		{Config{MaxPayload: 4 << 20}, "server's max_payload is 2097152 bytes"},
 	} {
@@ -589,7 +691,7 @@ func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []Config{
 		{},
 		{StoreDir: filepath.Join(f, "sub")},
-		{StoreDir: t.TempDir(), ClaimTimeout: 3 * time.Minute},
+		{StoreDir: t.TempDir(), StreamMaxAge: time.Millisecond},
 		{StoreDir: t.TempDir(), Listen: "nope"},
 		{URL: "nats://127.0.0.1:1", Listen: "127.0.0.1:0"},
 	} {

@@ -133,6 +133,10 @@ func (c *Consumer) run() {
 	it := c.it
 	for {
 		msg, err := it.Next()
+		if err == nil && isRecordOnly(msg.Data()) {
+			_ = msg.Ack() // a delete marker: no event to hand over
+			continue
+		}
 		if err == nil {
 			d := delivery(msg)
 			c.last = d.Seq

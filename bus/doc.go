@@ -1,7 +1,7 @@
 // Package bus is the only part of Comet that knows NATS. It runs an
 // embedded nats-server with JetStream (or connects to an external NATS
-// system), provisions the event stream and the previously-seen bucket,
-// stores events and hands them to consumers.
+// system), provisions the event stream (which is also the previously-seen
+// record), stores events and hands them to consumers.
 //
 // # Public contract
 //
@@ -17,15 +17,26 @@
 //     empty value is "_"), and sha1 is the lowercase hex SHA-1 of the
 //     payload. Filter with e.g. comet.event.*.observation.nasa%2Egsfc%2Egcn.*
 //   - The message data is the event exactly as received, byte for byte.
-//   - Headers: Nats-Msg-Id and Comet-Sha1 (the sha1), Comet-Ivorn,
-//     Comet-Role, Comet-Author (absent when the event names none),
-//     Comet-Origin, Comet-Received-At (RFC 3339, UTC, nanoseconds),
-//     Comet-Node (receiving node), Comet-Peer (sender's address),
-//     Comet-Signature ("unchecked", or "verified:<fingerprint>").
-//   - KV bucket comet_seen: key = sha1, value = time of recording in
-//     seconds since the epoch as text ("1714566896.123456"), kept for 30
-//     days. Its Create is the one atomic check-and-record shared by all
-//     ingress processes.
+//   - Headers: Comet-Sha1 (the sha1), Comet-Ivorn, Comet-Role,
+//     Comet-Author (absent when the event names none), Comet-Origin,
+//     Comet-Received-At (RFC 3339, UTC, nanoseconds), Comet-Node
+//     (receiving node), Comet-Peer (sender's address), Comet-Signature
+//     ("unchecked", or "verified:<fingerprint>"); and JetStream's
+//     Nats-TTL (the payload's lifetime in seconds) and
+//     Nats-Expected-Last-Subject-Sequence(-Subject) (the check below).
+//   - The stream is also the previously-seen record (30 days). Each event
+//     is stored on the condition that no message on
+//     comet.event.*.*.*.<sha1> exists, which the stream checks and stores
+//     atomically: one write per accepted event, shared by every ingress
+//     process. An event's payload lives 7 days (its Nats-TTL); then the
+//     server replaces it with a delete marker on the same subject, a
+//     message with no data and a Nats-Marker-Reason header, which lives
+//     the remaining 23 days (the stream's subject_delete_marker_ttl).
+//     Messages without data are records, never events: skip them.
+//     Eviction by the stream's size limit leaves no marker; the bus warns
+//     when it happens (see [Bus.CheckRetention]).
+//   - The KV bucket comet_seen held the records before they moved onto
+//     the stream; Open migrates an existing one and deletes it.
 //   - Broadcasters consume through durable pull consumers whose names the
 //     caller chooses (one per egress node).
 //   - Event handlers (package stages) consume through durable pull

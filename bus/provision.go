@@ -10,59 +10,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// provision makes sure the stream and the bucket exist with our settings.
-// Existing ones are used as they are if they match, and never updated:
-// silently changing a shared system's retention is not ours to do.
+// provision makes sure the event stream exists with our settings (see
+// ensureStream), moves a stream of the two-write layout (events beside a
+// previously-seen bucket) to this one (see upgradeStream), and migrates
+// that layout's bucket.
 func (b *Bus) provision(ctx context.Context) error {
 	js := b.conns[0].js
-	s, err := b.ensureStream(ctx, b.streamConfig())
+	want := b.streamConfig()
+	s, err := b.ensureStream(ctx, want, func(have jetstream.StreamConfig) (jetstream.StreamConfig, bool) {
+		return upgraded(have, want), oldLayout(have, want)
+	})
 	if err != nil {
 		return err
 	}
 	b.stream = s
-
-	kvWant := jetstream.KeyValueConfig{
-		Bucket:      SeenBucket,
-		Description: "Comet previously-seen events: key = SHA-1 of the payload, value = time recorded",
-		History:     1,
-		TTL:         b.cfg.SeenTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.cfg.Replicas,
-	}
-	var kv jetstream.KeyValue
-	err = b.retryUnanswered(ctx, "bucket "+SeenBucket, func(ctx context.Context) (err error) {
-		kv, err = findOrCreate(ctx,
-			func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, SeenBucket) },
-			func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, kvWant) },
-			jetstream.ErrBucketNotFound, jetstream.ErrBucketExists)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("bus: provisioning bucket %s: %w", SeenBucket, err)
-	}
-	var st jetstream.KeyValueStatus
-	err = b.retryUnanswered(ctx, "bucket "+SeenBucket, func(ctx context.Context) (err error) {
-		st, err = kv.Status(ctx)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("bus: bucket %s: %w", SeenBucket, err)
-	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok {
-		return fmt.Errorf("bus: bucket %s: unexpected status type %T", SeenBucket, st)
-	}
-	have := bs.StreamInfo().Config
-	var d differences
-	d.add("history", have.MaxMsgsPerSubject, int64(kvWant.History))
-	d.add("ttl", have.MaxAge, kvWant.TTL)
-	d.add("storage", have.Storage, kvWant.Storage)
-	d.add("replicas", have.Replicas, kvWant.Replicas)
-	if d.any() {
-		return fmt.Errorf("bus: bucket %s exists with different settings (%s); change them or delete the bucket",
-			SeenBucket, d)
-	}
-	return nil
+	return b.migrateSeenBucket(ctx, js)
 }
 
 // findOrCreate looks something up (a stream, a bucket, a consumer),
@@ -82,8 +44,11 @@ func findOrCreate[T any](ctx context.Context, find, create func(context.Context)
 // ensureStream finds or creates the stream want describes, repeating while
 // the cluster does not answer, and checks the settings that matter. An
 // existing stream is used as it is if they match and never updated:
-// silently changing a shared system's retention is not ours to do.
-func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+// silently changing a shared system's retention is not ours to do. The
+// one exception is an earlier layout of the stream, which upgrade (if not
+// nil) recognises and gives the settings to move it to.
+func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig,
+	upgrade func(have jetstream.StreamConfig) (jetstream.StreamConfig, bool)) (jetstream.Stream, error) {
 	js := b.conns[0].js
 	var s jetstream.Stream
 	err := b.retryUnanswered(ctx, "stream "+want.Name, func(ctx context.Context) (err error) {
@@ -98,6 +63,11 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) (je
 	}
 	have := s.CachedInfo().Config
 	if d := streamDiff(have, want); d.any() {
+		if upgrade != nil {
+			if to, ok := upgrade(have); ok {
+				return b.upgradeStream(ctx, to)
+			}
+		}
 		if len(d) == 1 && have.MaxMsgSize != want.MaxMsgSize {
 			// Made by a process with another MaxPayload: say so in its terms.
 			return nil, &SizeMismatchError{Stream: want.Name, MaxPayload: b.cfg.MaxPayload, Limit: int64(have.MaxMsgSize)}
@@ -108,6 +78,7 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) (je
 }
 
 func (b *Bus) streamConfig() jetstream.StreamConfig {
+	r := b.cfg.retention()
 	return jetstream.StreamConfig{
 		Name:              StreamName,
 		Description:       "Comet VOEvents, payload = bytes as received",
@@ -115,13 +86,18 @@ func (b *Bus) streamConfig() jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld, // never refuse a new event
 		Storage:           jetstream.FileStorage,
-		MaxAge:            b.cfg.StreamMaxAge,
+		MaxAge:            r.maxAge,
 		MaxBytes:          b.cfg.StreamMaxBytes,
 		MaxMsgs:           -1,
-		MaxMsgsPerSubject: -1,
+		MaxMsgsPerSubject: 1, // one record per payload; and no TTL below the markers' (see retention)
 		MaxMsgSize:        int32(b.cfg.msgLimit()),
-		Duplicates:        b.cfg.DupWindow,
+		Duplicates:        min(DefaultDupWindow, r.maxAge),
 		Replicas:          b.cfg.Replicas,
+		// Delete markers need TTLs and roll-ups (the marker replaces
+		// the expired event on its subject).
+		AllowMsgTTL:            r.payloadTTL > 0,
+		SubjectDeleteMarkerTTL: r.markerTTL,
+		AllowRollup:            r.markerTTL > 0,
 	}
 }
 
@@ -153,6 +129,10 @@ func streamDiff(have, want jetstream.StreamConfig) differences {
 	d.add("max_msg_size", have.MaxMsgSize, want.MaxMsgSize)
 	d.add("duplicate_window", have.Duplicates, want.Duplicates)
 	d.add("replicas", have.Replicas, want.Replicas)
-	d.add("allow_direct", have.AllowDirect, want.AllowDirect) // stored() needs the wildcard get
+	d.add("allow_direct", have.AllowDirect, want.AllowDirect) // whoseStore needs the leader's answer
+	d.add("allow_msg_ttl", have.AllowMsgTTL, want.AllowMsgTTL)
+	d.add("subject_delete_marker_ttl", have.SubjectDeleteMarkerTTL, want.SubjectDeleteMarkerTTL)
+	d.add("allow_rollup_hdrs", have.AllowRollup, want.AllowRollup)
+	d.add("deny_purge", have.DenyPurge, want.DenyPurge)
 	return d
 }

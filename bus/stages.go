@@ -305,6 +305,10 @@ func (s *stageSubscriber) fetch(ctx context.Context, n int, slots chan struct{},
 		return err
 	}
 	for msg := range batch.Messages() {
+		if isRecordOnly(msg.Data()) {
+			_ = msg.Ack() // a delete marker: no event to handle
+			continue
+		}
 		wm := watermillMessage(msg, false)
 		wm.SetContext(ctx)
 		select {
@@ -377,8 +381,8 @@ func (s *stageSubscriber) nak(ctx context.Context, msg jetstream.Msg, wm *messag
 // data as payload, the event's SHA-1 as UUID (see decodeEvent) and the
 // headers as metadata, a repeated header with its first value. The
 // server's own headers (Nats-*) are left out unless withServer: a stage's
-// message has its Nats-Msg-Id as UUID already, while a dead letter's is
-// its dead-letter publisher's key.
+// message needs none (its UUID is the SHA-1), while a dead letter's
+// Nats-Msg-Id is its dead-letter publisher's key.
 func watermillMessage(msg jetstream.Msg, withServer bool) *message.Message {
 	h := msg.Headers()
 	id := h.Get(HeaderSHA1)
@@ -443,7 +447,7 @@ func (b *Bus) deadLetterConfig() jetstream.StreamConfig {
 		MaxMsgs:           -1,
 		MaxMsgsPerSubject: -1,
 		MaxMsgSize:        int32(b.cfg.msgLimit()),
-		Duplicates:        b.cfg.DupWindow,
+		Duplicates:        DefaultDupWindow,
 		Replicas:          b.cfg.Replicas,
 	}
 }
@@ -454,7 +458,7 @@ func (b *Bus) provisionDeadLetter(ctx context.Context) error {
 	if b.dlReady {
 		return nil
 	}
-	if _, err := b.ensureStream(ctx, b.deadLetterConfig()); err != nil {
+	if _, err := b.ensureStream(ctx, b.deadLetterConfig(), nil); err != nil {
 		return err
 	}
 	b.dlReady = true

@@ -186,8 +186,10 @@ func tap(ctx context.Context, js jetstream.JetStream, log *slog.Logger, opt TapO
 		if opt.StopWhenCaughtUp && d.Seq > last {
 			return nil
 		}
-		if err := h(d); err != nil {
-			return err
+		if !isRecordOnly(d.Payload) { // delete markers are not events
+			if err := h(d); err != nil {
+				return err
+			}
 		}
 		if opt.StopWhenCaughtUp {
 			// Nothing pending after this one: what lay between it and

@@ -321,7 +321,7 @@ func TestDialReadsWithoutProvisioning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Config.MaxAge != DefaultStreamMaxAge || info.Config.MaxMsgSize != int32(99999+HeaderRoom) {
+	if info.Config.MaxAge != DefaultSeenTTL || info.Config.MaxMsgSize != int32(99999+HeaderRoom) {
 		t.Errorf("stream settings changed: %+v", info.Config)
 	}
 	if names := consumerNames(t, broker); len(names) != 0 {

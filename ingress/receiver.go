@@ -342,11 +342,11 @@ func (r *Receiver) closing() bool {
 	return r.shutdown
 }
 
-// newEvent is an accepted payload as the bus stores it.
+// newEvent is an accepted payload as the bus stores it (Ingest adds its
+// digest).
 func newEvent(payload []byte, info *voevent.Info, origin, peer, node string, at time.Time) *bus.Event {
 	return &bus.Event{
 		Payload:    payload,
-		SHA1:       bus.Digest(payload),
 		IVORN:      info.IVORN,
 		Role:       info.Role,
 		Author:     info.Author,

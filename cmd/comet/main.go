@@ -359,7 +359,7 @@ func (o *options) flags() *flag.FlagSet {
 	fs.Var((*countOpt)(&o.quiet), "quiet", "less logging (repeatable)")
 	fs.Var((*countOpt)(&o.quiet), "q", "less logging (repeatable)")
 	o.nats.register(fs, "use the external NATS JetStream server(s) at `URL[,URL...]` instead of the embedded bus")
-	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the event stream and the previously-seen bucket when this process creates them (3 on a 3-node cluster); existing ones must match")
+	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the event stream when this process creates it (3 on a 3-node cluster); an existing one must match")
 	fs.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded bus to NATS clients on `HOST:PORT` (default: not exposed)")
 	fs.StringVar(&o.node, "node", "", "`NAME` of this node, recorded on events and naming this broadcaster's bus consumer; default: the host name")
 	fs.IntVar(&o.maxEventSize, "max-event-size", vtp.DefaultMaxFrame, "largest VTP frame accepted, in `BYTES` (Comet: 99999; every Comet peer drops larger frames)")
