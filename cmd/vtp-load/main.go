@@ -39,6 +39,11 @@ its first attempt. A nak after a failed attempt is reported apart ("naked
 after a failed attempt"): it may be a "previously seen" for an event the
 failed attempt stored, and does not fail the run.
 
+With -null-broker it is the broker instead: a null broker listening on
+-receive and -broadcast that frames, acks and forwards and does nothing else
+(no parsing, no storage), until SIGINT or SIGTERM. scripts/bench.sh runs it
+beside every scenario as the ceiling of the machine.
+
 Exit status: 0 if every event was accepted and delivered exactly once to
 every subscriber; 1 if any was lost, duplicated, naked or errored (or, with
 -retry, given up; or the run was interrupted); 2 on a usage or setup error.
@@ -71,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		pid       = fs.Int("pid", 0, "broker `pid`: report its CPU per event and peak RSS from /proc")
 		maxFrame  = fs.Int("max-frame", vtp.DefaultMaxFrame, "largest frame sent or read, in `bytes`")
 		asJSON    = fs.Bool("json", false, "print the report as JSON (durations in nanoseconds)")
+		null      = fs.Bool("null-broker", false, "run a null broker on -receive and -broadcast instead of a load")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -82,6 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vtp-load: unexpected arguments %q\n", fs.Args())
 		fs.Usage()
 		return 2
+	}
+	if *null {
+		return serveNull(*receive, *broadcast, *maxFrame, stderr)
 	}
 	if *file == "" {
 		fmt.Fprintln(stderr, "vtp-load: -file is required")
@@ -133,6 +142,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// serveNull runs a loadgen.NullBroker until SIGINT or SIGTERM.
+func serveNull(receive, broadcast string, maxFrame int, stderr io.Writer) int {
+	nb := &loadgen.NullBroker{LocalIVO: "ivo://vtp-load/null", MaxFrame: maxFrame}
+	var lns []net.Listener
+	for _, addr := range []string{receive, broadcast} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "vtp-load: null broker: %v\n", err)
+			for _, l := range lns {
+				l.Close()
+			}
+			return 2
+		}
+		lns = append(lns, ln)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errs := make(chan error, 2)
+	go func() { errs <- nb.ServeReceive(lns[0]) }()
+	go func() { errs <- nb.ServeBroadcast(lns[1]) }()
+	fmt.Fprintf(stderr, "vtp-load: null broker receiving on %s, broadcasting on %s\n", lns[0].Addr(), lns[1].Addr())
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		fmt.Fprintf(stderr, "vtp-load: null broker: %v\n", err)
+		code = 1
+	}
+	nb.Close()
+	return code
 }
 
 // receiveAddrs splits -receive at commas; an empty element is left for

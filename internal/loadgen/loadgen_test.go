@@ -943,3 +943,36 @@ func TestRunNakedAfterRetry(t *testing.T) {
 		t.Errorf("%d naked results, %d naked after retry", naked, rep.NakedAfterRetry)
 	}
 }
+
+// The null broker acks every event and delivers it, exact bytes, to every
+// subscriber: a run against it is clean.
+func TestNullBroker(t *testing.T) {
+	nb := &NullBroker{LocalIVO: fakeIVO}
+	var lns [2]net.Listener
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+	}
+	served := make(chan error, 2)
+	go func() { served <- nb.ServeReceive(lns[0]) }()
+	go func() { served <- nb.ServeBroadcast(lns[1]) }()
+	rep, err := Run(context.Background(), Config{
+		ReceiveAddr: lns[0].Addr().String(), BroadcastAddr: lns[1].Addr().String(),
+		Events: 300, Concurrency: 8, Subscribers: 4, Template: []byte(testTemplate),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() || rep.Accepted != 300 || rep.Deliveries != 1200 || rep.Unexpected != 0 {
+		t.Fatalf("run against the null broker: %v\n%s", rep.Problems(), rep)
+	}
+	nb.Close()
+	for range 2 {
+		if err := <-served; !errors.Is(err, ErrNullClosed) {
+			t.Errorf("Serve after Close: %v", err)
+		}
+	}
+}
