@@ -7,6 +7,7 @@ package egress
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -256,16 +257,24 @@ func (b *Broadcaster) Subscribers() int {
 // it. Calls must not overlap if per-subscriber order matters (the relay
 // calls it from one goroutine).
 func (b *Broadcaster) Broadcast(payload []byte, done func()) {
+	subs := b.subscribers()
+	if len(subs) == 0 {
+		if done != nil && !b.shuttingDown.Load() {
+			done()
+		}
+		return
+	}
 	t := &tracker{done: done, b: b}
 	t.n.Store(1) // held by this call until every subscriber has its share
-	ev := &event{payload: payload, frame: vtp.Frame(payload), t: t, b: b}
+	ev := &event{payload: payload, t: t, b: b}
+	binary.BigEndian.PutUint32(ev.prefix[:], uint32(len(payload)))
 	auth := b.cfg.VerifySubscriber != nil
 	deadline := b.queueDeadline()
-	for _, s := range b.subscribers() {
+	for _, s := range subs {
 		if auth && !s.verified.Load() {
 			continue // not authenticated (yet): skipped, never queued
 		}
-		s.offer(item{frame: ev.frame, ev: ev}, deadline)
+		s.offer(item{ev: ev}, deadline)
 	}
 	t.release()
 }
@@ -273,7 +282,7 @@ func (b *Broadcaster) Broadcast(payload []byte, done func()) {
 // event is one broadcast event, shared read-only by every queue.
 type event struct {
 	payload []byte
-	frame   []byte // built once
+	prefix  [4]byte // the frame's length prefix; the frame is prefix + payload
 	t       *tracker
 	b       *Broadcaster
 
@@ -311,11 +320,12 @@ func (t *tracker) release() {
 
 func (b *Broadcaster) add(conn net.Conn) {
 	s := &downstream{
-		b:     b,
-		conn:  conn,
-		peer:  conn.RemoteAddr().String(),
-		queue: make(chan item, b.cfg.QueueLen),
-		done:  make(chan struct{}),
+		b:    b,
+		conn: conn,
+		peer: conn.RemoteAddr().String(),
+		done: make(chan struct{}),
+		wake: make(chan struct{}, 1),
+		room: make(chan struct{}, 1),
 
 		ackSignal: make(chan struct{}, 1),
 	}
@@ -327,20 +337,10 @@ func (b *Broadcaster) add(conn net.Conn) {
 	// Ask for filters at once, but never wait for the answer: pygcn never
 	// replies, and it must still receive every event. Queued before the
 	// subscriber is visible to ticks and broadcasts, so it always goes first.
-	s.queue <- item{frame: vtp.Frame(vtp.AuthenticateRequest(b.cfg.LocalIVO, time.Now()))}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		conn.Close()
-		return
-	}
-	b.subs[s] = struct{}{}
-	b.publishSnapshot()
-	b.wg.Add(2)
-	b.mu.Unlock()
-	s.log.Info("subscriber connected", "auth_required", b.cfg.VerifySubscriber != nil)
+	s.queue = append(s.queue, item{frame: vtp.Frame(vtp.AuthenticateRequest(b.cfg.LocalIVO, time.Now()))})
 	if b.cfg.VerifySubscriber != nil {
-		// Set before the goroutines start, which read it in close.
+		// Set before the subscriber is visible: a broadcast may start its
+		// writer at once, and close reads it.
 		timeout := b.cfg.AuthTimeout
 		s.authTimer = time.AfterFunc(timeout, func() {
 			if !s.verified.Load() {
@@ -348,7 +348,23 @@ func (b *Broadcaster) add(conn net.Conn) {
 			}
 		})
 	}
-	go s.writeLoop()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		if s.authTimer != nil {
+			s.authTimer.Stop()
+		}
+		conn.Close()
+		return
+	}
+	b.subs[s] = struct{}{}
+	b.publishSnapshot()
+	b.wg.Add(1) // the reader; the writer is counted when it starts
+	b.mu.Unlock()
+	s.log.Info("subscriber connected", "auth_required", b.cfg.VerifySubscriber != nil)
+	s.mu.Lock()
+	s.startWriterLocked() // the authenticate request
+	s.mu.Unlock()
 	go s.readLoop()
 }
 

@@ -17,24 +17,46 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
-// writeBufferSize batches frames into few syscalls when events arrive in
-// bursts; a lone frame is flushed at once.
+// readBufferSize is each subscriber's read buffer: a Transport message
+// (an ack is about 400 bytes) and more arrive in one read; longer frames
+// are read past it straight into their own buffer.
+const readBufferSize = 1 << 10
+
+// keepQueueCap bounds the queue array a subscriber keeps between writes;
+// a larger one, grown by a burst, goes back to the garbage collector.
+const keepQueueCap = 64
+
+// writeBufferSize is the buffer a writer borrows, while it writes, to send
+// what is queued in as few writes as possible; it goes back to a pool
+// shared by every subscriber, so idle subscribers hold none.
 const writeBufferSize = 32 << 10
+
+// writerIdle is how long a subscriber's writer waits for more to write
+// before it ends (the next queued frame starts another): long enough that
+// a busy subscriber keeps one writer, short enough that idle ones hold no
+// goroutine.
+const writerIdle = time.Second
+
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBufferSize); return &b }}
 
 // downstream is one connected subscriber (named apart from ingress's
 // subscriber role, the other end of such a connection): a reader goroutine
-// handling its Transport messages and a writer goroutine draining its
-// bounded queue.
-// Both stop when done is closed; close is idempotent.
+// handling its Transport messages and, while there is something to write,
+// a writer goroutine draining its bounded queue. Both stop when done is closed;
+// close is idempotent. Memory is taken as needed: the queue grows with
+// what is queued, the writer exists only while the subscriber is busy
+// (see writerIdle), and it borrows a write buffer only while writing.
 type downstream struct {
-	b     *Broadcaster
-	conn  net.Conn
-	peer  string
-	cert  endpoint.Identity // its verified client certificate (clientCA=), if any
-	log   *slog.Logger
-	queue chan item
-	done  chan struct{}
-	once  sync.Once
+	b    *Broadcaster
+	conn net.Conn
+	peer string
+	cert endpoint.Identity // its verified client certificate (clientCA=), if any
+	log  *slog.Logger
+	done chan struct{}
+	once sync.Once
+
+	wake chan struct{} // capacity 1: something was queued
+	room chan struct{} // capacity 1: the writer took what was queued
 
 	filters       atomic.Pointer[[]*filter.Filter]
 	overBudget    filter.OverBudgetLog // filters that ran out of budget; used by the writer only
@@ -49,6 +71,8 @@ type downstream struct {
 	ackSignal chan struct{} // an ack arrived (capacity 1; wakes a writer waiting at MaxInFlight)
 
 	mu               sync.Mutex
+	queue            []item     // waiting for the writer, oldest first
+	writing          bool       // a writer goroutine is draining the queue
 	aliveOutstanding int64      // probes sent and not answered
 	inflight         []*tracker // events sent and not acknowledged, oldest first
 	closed           bool
@@ -61,19 +85,21 @@ func (s *downstream) currentFilters() []*filter.Filter {
 	return nil
 }
 
-// item is one queued frame; ev is set for events, whose filters the
-// writer applies before sending.
+// item is one queued frame: a Transport message's, or an event's (ev set;
+// its frame is the event's length prefix and payload, shared by every
+// queue and written from there), whose filters the writer applies before
+// sending it.
 type item struct {
-	frame []byte
+	frame []byte // a Transport message's frame; nil for an event
 	ev    *event
 }
 
 // offer queues an item. An event takes a share of its tracker here, given
 // back when the writer finds it does not match, or when it is
 // acknowledged, or when the subscriber is dropped. Holding mu while
-// queueing means close (which drains the queue under mu) sees every share
-// taken. A full queue is waited on until deadline (QueueWait from the
-// start of the fan-out): a burst (a backlog replayed after a failover)
+// queueing means close (which empties the queue under mu) sees every
+// share taken. A full queue is waited on until deadline (QueueWait from
+// the start of the fan-out): a burst (a backlog replayed after a failover)
 // drains in microseconds, while a subscriber that stopped reading is
 // dropped.
 func (s *downstream) offer(it item, deadline time.Time) {
@@ -81,41 +107,98 @@ func (s *downstream) offer(it item, deadline time.Time) {
 	if it.ev != nil {
 		t = it.ev.t
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	if t != nil {
-		t.n.Add(1)
-	}
-	select {
-	case s.queue <- it:
-		s.mu.Unlock()
-		return
-	default:
-	}
-	s.mu.Unlock()
-	wait := time.NewTimer(time.Until(deadline)) // fires at once if past
-	defer wait.Stop()
-	select {
-	case s.queue <- it:
-		// close may have drained the queue before this send landed; then
-		// what is left there is ours to give back.
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	for {
 		s.mu.Lock()
-		var owed []*tracker
 		if s.closed {
-			owed = s.drainLocked()
+			s.mu.Unlock()
+			return
+		}
+		if len(s.queue) < s.b.cfg.QueueLen {
+			if t != nil {
+				t.n.Add(1)
+			}
+			s.queue = append(s.queue, it)
+			s.startWriterLocked()
+			s.mu.Unlock()
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+			return
 		}
 		s.mu.Unlock()
-		releaseAll(owed)
-		return
-	case <-s.done:
-	case <-wait.C:
-		s.close(DropQueueFull, fmt.Sprintf("outgoing queue full for %v: subscriber too slow", s.b.cfg.QueueWait))
+		if wait == nil {
+			wait = time.NewTimer(time.Until(deadline)) // fires at once if past
+		}
+		select {
+		case <-s.room:
+		case <-s.done:
+			return
+		case <-wait.C:
+			s.close(DropQueueFull, fmt.Sprintf("outgoing queue full for %v: subscriber too slow", s.b.cfg.QueueWait))
+			return
+		}
 	}
-	if t != nil {
-		t.release()
+}
+
+// startWriterLocked starts the writer unless it runs (mu held, not
+// closed: the broadcaster's Close waits for writers only after closing
+// every subscriber).
+func (s *downstream) startWriterLocked() {
+	if s.writing || s.closed {
+		return
+	}
+	s.writing = true
+	s.b.wg.Add(1)
+	go s.writeLoop()
+}
+
+// take returns everything queued, leaving spare's array as the new queue,
+// waiting for something to be queued up to writerIdle. It returns nil when
+// the writer is to end: nothing came within writerIdle (the next offer
+// starts another), or the subscriber was dropped.
+func (s *downstream) take(spare []item, idle *time.Timer) []item {
+	for {
+		s.mu.Lock()
+		q := s.queue
+		switch {
+		case s.closed:
+			s.writing = false
+			s.mu.Unlock()
+			return nil
+		case len(q) > 0:
+			s.queue = spare[:0]
+			s.mu.Unlock()
+			select {
+			case s.room <- struct{}{}:
+			default:
+			}
+			return q
+		}
+		s.mu.Unlock()
+		idle.Reset(writerIdle)
+		select {
+		case <-s.wake:
+		case <-s.done:
+			s.mu.Lock()
+			s.writing = false
+			s.mu.Unlock()
+			return nil
+		case <-idle.C:
+			s.mu.Lock()
+			if len(s.queue) == 0 {
+				s.writing = false
+				s.mu.Unlock()
+				return nil
+			}
+			s.mu.Unlock()
+		}
 	}
 }
 
@@ -123,16 +206,13 @@ func (s *downstream) offer(it item, deadline time.Time) {
 // more can be queued) and returns the trackers whose shares it held.
 func (s *downstream) drainLocked() []*tracker {
 	var owed []*tracker
-	for {
-		select {
-		case it := <-s.queue:
-			if it.ev != nil {
-				owed = append(owed, it.ev.t)
-			}
-		default:
-			return owed
+	for _, it := range s.queue {
+		if it.ev != nil {
+			owed = append(owed, it.ev.t)
 		}
 	}
+	s.queue = nil
+	return owed
 }
 
 func releaseAll(ts []*tracker) {
@@ -146,10 +226,11 @@ func releaseAll(ts []*tracker) {
 // admit decides, in the writer, whether a queued item goes out: Transport
 // messages always do; an event only if the subscriber's filters match it,
 // and then the subscriber owes an ack for it (test events too, as in
-// Comet, though nobody waits for those).
-func (s *downstream) admit(it item) bool {
+// Comet, though nobody waits for those). At MaxInFlight it first sends
+// what it has admitted (flush), then waits for acks.
+func (s *downstream) admit(it item, flush func() error) (bool, error) {
 	if it.ev == nil {
-		return true
+		return true, nil
 	}
 	t := it.ev.t
 	if fs := s.currentFilters(); len(fs) > 0 {
@@ -157,7 +238,7 @@ func (s *downstream) admit(it item) bool {
 		if err != nil || !doc.MatchAny(fs, s.b.cfg.FilterBudget, s.filterOverBudget) {
 			s.withheld.Add(1)
 			t.release()
-			return false
+			return false, nil
 		}
 	}
 	var stall *time.Timer
@@ -166,7 +247,7 @@ func (s *downstream) admit(it item) bool {
 		if s.closed {
 			s.mu.Unlock()
 			t.release()
-			return false
+			return false, nil
 		}
 		if len(s.inflight) < s.b.cfg.MaxInFlight {
 			s.inflight = append(s.inflight, t)
@@ -174,12 +255,16 @@ func (s *downstream) admit(it item) bool {
 			if stall != nil {
 				stall.Stop()
 			}
-			return true
+			return true, nil
 		}
 		s.mu.Unlock()
 		// At the limit: wait for the subscriber to catch up, but not
 		// forever (see DefaultAckStallTimeout).
 		if stall == nil {
+			if err := flush(); err != nil {
+				t.release()
+				return false, err
+			}
 			stall = time.NewTimer(s.b.cfg.AckStallTimeout)
 		}
 		select {
@@ -187,12 +272,12 @@ func (s *downstream) admit(it item) bool {
 		case <-s.done:
 			stall.Stop()
 			t.release()
-			return false
+			return false, nil
 		case <-stall.C:
 			t.release()
 			s.close(DropAckStall, fmt.Sprintf("peer is not acknowledging events (%d unacknowledged for %v)",
 				s.b.cfg.MaxInFlight, s.b.cfg.AckStallTimeout))
-			return false
+			return false, nil
 		}
 	}
 }
@@ -250,36 +335,86 @@ func (s *downstream) close(cause DropCause, reason string) {
 	})
 }
 
+// writeLoop sends whatever is queued, as few writes as possible for it
+// all (copied into a borrowed buffer; an event too large for it is written
+// on its own), until the subscriber has been idle for writerIdle.
 func (s *downstream) writeLoop() {
 	defer s.b.wg.Done()
-	w := bufio.NewWriterSize(s.conn, writeBufferSize)
 	timeout := s.b.cfg.WriteTimeout
-	for {
-		var it item
-		select {
-		case <-s.done:
-			return
-		case it = <-s.queue:
+	idle := time.NewTimer(writerIdle)
+	defer idle.Stop()
+	var spare []item
+	var frames [][]byte
+	flush := func() error {
+		if len(frames) == 0 {
+			return nil
 		}
+		defer func() {
+			clear(frames)
+			frames = frames[:0]
+		}()
 		s.conn.SetWriteDeadline(time.Now().Add(timeout))
-		var err error
-		if s.admit(it) {
-			_, err = w.Write(it.frame)
-		}
-		// Drain whatever else is already queued before flushing.
-	drain:
-		for err == nil {
-			select {
-			case it = <-s.queue:
-				if s.admit(it) {
-					_, err = w.Write(it.frame)
+		bp := writeBuffers.Get().(*[]byte)
+		defer writeBuffers.Put(bp)
+		buf := (*bp)[:0]
+		for _, f := range frames {
+			if len(buf)+len(f) > cap(buf) {
+				if len(buf) > 0 {
+					if _, err := s.conn.Write(buf); err != nil {
+						return err
+					}
+					buf = buf[:0]
 				}
-			default:
-				break drain
+				if len(f) > cap(buf) {
+					if _, err := s.conn.Write(f); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			buf = append(buf, f...)
+		}
+		if len(buf) > 0 {
+			_, err := s.conn.Write(buf)
+			return err
+		}
+		return nil
+	}
+	for {
+		q := s.take(spare, idle)
+		if q == nil {
+			return
+		}
+		var err error
+		for i, it := range q {
+			var ok bool
+			if ok, err = s.admit(it, flush); ok {
+				if it.ev != nil {
+					frames = append(frames, it.ev.prefix[:], it.ev.payload)
+				} else {
+					frames = append(frames, it.frame)
+				}
+			}
+			if err != nil {
+				// What is left holds shares too: give them back.
+				for _, rest := range q[i+1:] {
+					if rest.ev != nil {
+						rest.ev.t.release()
+					}
+				}
+				break
 			}
 		}
-		if err == nil && w.Buffered() > 0 {
-			err = w.Flush()
+		clear(q)
+		spare = nil
+		if cap(q) <= keepQueueCap {
+			spare = q[:0] // a burst's large array is not kept
+		}
+		if err == nil {
+			err = flush()
+		}
+		if cap(frames) > keepQueueCap {
+			frames = nil
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -294,7 +429,7 @@ func (s *downstream) writeLoop() {
 
 func (s *downstream) readLoop() {
 	defer s.b.wg.Done()
-	fr := vtp.NewFrameReader(bufio.NewReader(s.conn), s.b.cfg.MaxFrame)
+	fr := vtp.NewFrameReader(bufio.NewReaderSize(s.conn, readBufferSize), s.b.cfg.MaxFrame)
 	bad := 0 // consecutive messages that were not Transport messages
 	for {
 		payload, err := fr.ReadFrame()
