@@ -188,13 +188,12 @@ func (n *NullBroker) subscriber(c net.Conn) {
 		defer close(done)
 		io.Copy(io.Discard, c)
 	}()
-	w := bufio.NewWriterSize(c, nullWriteBuffer)
-	if err := vtp.WriteFrame(w, vtp.AuthenticateRequest(n.LocalIVO, time.Now())); err != nil || w.Flush() != nil {
-		return
-	}
+	// On the distribution list before the authenticate request goes out,
+	// as in Comet: a subscriber that answered it gets every later event.
 	n.mu.Lock()
 	n.subs[s] = struct{}{}
 	n.mu.Unlock()
+	w := bufio.NewWriterSize(c, nullWriteBuffer)
 	defer func() {
 		n.mu.Lock()
 		delete(n.subs, s)
@@ -205,6 +204,9 @@ func (n *NullBroker) subscriber(c net.Conn) {
 		c.Close()
 		<-done
 	}()
+	if err := vtp.WriteFrame(w, vtp.AuthenticateRequest(n.LocalIVO, time.Now())); err != nil || w.Flush() != nil {
+		return
+	}
 	var spare [][]byte
 	for {
 		q := s.take(done, spare)
