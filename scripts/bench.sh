@@ -82,6 +82,15 @@ ready() {
   echo "nothing acked a probe on port $1" >&2
   return 1
 }
+wait_port() { # port: until something listens there
+  local i
+  for i in $(seq 200); do
+    (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
 cpu_ticks() { # pid...: utime+stime of the processes, in clock ticks
   local sum=0 p f
   for p in "$@"; do
@@ -138,6 +147,7 @@ external() {
   "$BIN/nats-server" -c "$dir/nats/nats.conf" > "$dir/nats/log" 2>&1 &
   local nats=$!
   PIDS+=("$nats")
+  wait_port "$np"
   local all=("$nats") ports=() i
   for ((i = 0; i < n; i++)); do
     local recv; recv=$(free_port)
@@ -148,8 +158,8 @@ external() {
     ports+=("$recv")
   done
   for p in "${ports[@]}"; do ready "$p"; done
-  local cpu0 loads=()
-  cpu0=$(cpu_ticks "${all[@]}")
+  local cpu0 ncpu0 loads=()
+  cpu0=$(cpu_ticks "${all[@]}") ncpu0=$(cpu_ticks "$nats")
   for ((i = 0; i < n; i++)); do
     "$LOAD" -receive "127.0.0.1:${ports[$i]}" -file "$WORKLOAD" -n $((30000 / n)) -c $((32 / n)) -m 0 -json \
       -prefix "ivo://bench.author/load#$run-$s-$build-$i" > "$dir/load-$i.json" 2> "$dir/load-$i.err" &
@@ -157,6 +167,7 @@ external() {
   done
   for p in "${loads[@]}"; do wait "$p" || true; done
   echo "$(($(cpu_ticks "${all[@]}") - cpu0)) $TCK" > "$dir/cpu"
+  echo "$(($(cpu_ticks "$nats") - ncpu0)) $TCK" > "$dir/cpu-nats"
   stop "${all[@]}"
   rm -rf "$dir/nats/store"
   printf '  run %s %-6s %-5s done\n' "$run" "$s" "$build"

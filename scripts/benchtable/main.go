@@ -7,8 +7,9 @@
 //
 // DIR holds RUN/SCENARIO/BUILD/load-K.json (vtp-load -json reports; K
 // counts the load tools run at once) and, for the scenarios with an
-// external nats-server, RUN/SCENARIO/BUILD/cpu: "TICKS CLK_TCK", the CPU
-// time of every broker process (comet and nats-server) over the run.
+// external nats-server, RUN/SCENARIO/BUILD/cpu and cpu-nats: "TICKS
+// CLK_TCK", the CPU time of every broker process (comet and nats-server),
+// and of nats-server alone, over the run.
 // BUILD is null, this or base.
 package main
 
@@ -33,6 +34,7 @@ type result struct {
 	acceptedPerSec       float64       // all accepted / duration
 	deliveriesPerSec     float64
 	cpuPerEvent          time.Duration
+	natsCPUPerEvent      time.Duration // external nats-server only
 	peakRSS              int64
 	e2eP99               time.Duration
 	lost, expected       int // deliveries missing; deliveries expected (accepted × subscribers)
@@ -83,15 +85,28 @@ func load(dir string) (map[key]*result, []string, error) {
 			out[k] = r
 		}
 		r.add(&rep)
-		if ticks, err := os.ReadFile(filepath.Join(filepath.Dir(f), "cpu")); err == nil {
-			var t, hz int64
-			if _, err := fmt.Sscan(string(ticks), &t, &hz); err == nil && hz > 0 && r.accepted > 0 {
-				r.cpuPerEvent = time.Duration(t) * time.Second / time.Duration(hz) / time.Duration(r.accepted)
-			}
+		if d, ok := perEvent(filepath.Join(filepath.Dir(f), "cpu"), r.accepted); ok {
+			r.cpuPerEvent = d
+		}
+		if d, ok := perEvent(filepath.Join(filepath.Dir(f), "cpu-nats"), r.accepted); ok {
+			r.natsCPUPerEvent = d
 		}
 	}
 	slices.SortFunc(runs, func(a, b string) int { x, _ := strconv.Atoi(a); y, _ := strconv.Atoi(b); return x - y })
 	return out, runs, nil
+}
+
+// perEvent reads a "TICKS CLK_TCK" file: CPU time per accepted event.
+func perEvent(file string, accepted int) (time.Duration, bool) {
+	b, err := os.ReadFile(file)
+	if err != nil || accepted == 0 {
+		return 0, false
+	}
+	var t, hz int64
+	if _, err := fmt.Sscan(string(b), &t, &hz); err != nil || hz <= 0 {
+		return 0, false
+	}
+	return time.Duration(t) * time.Second / time.Duration(hz) / time.Duration(accepted), true
 }
 
 // add merges one load tool's report (two run at once against two
@@ -150,6 +165,13 @@ var rows = []row{
 	{name: "1 ingress, external nats-server: accepted events/s", scenario: "ext1", value: func(r *result) float64 { return r.acceptedPerSec }},
 	{name: "2 ingresses, external nats-server: accepted events/s", scenario: "ext2", value: func(r *result) float64 { return r.acceptedPerSec }},
 	{name: "CPU per accepted event, 2 ingresses + nats-server", scenario: "ext2", unit: "µs", value: func(r *result) float64 { return us(r.cpuPerEvent) }},
+	{name: "  of which nats-server (the bus)", scenario: "ext2", unit: "µs", value: func(r *result) float64 { return us(r.natsCPUPerEvent) }},
+	{name: "  bus capacity, one core: events/s", scenario: "ext2", value: func(r *result) float64 {
+		if r.natsCPUPerEvent <= 0 {
+			return 0
+		}
+		return float64(time.Second) / float64(r.natsCPUPerEvent)
+	}},
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
