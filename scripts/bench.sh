@@ -185,7 +185,10 @@ scenario() { # run scenario build
     # The keep-alive tick would drop, by Comet's rule, subscribers with
     # 10 events unacked at that moment, which 10,000 of them on two cores
     # may well have: this scenario measures memory and completeness.
-    m10k)  BROKER_ARGS=(--iamalive-interval 10m) measure "$@" -n 200 -c 8 -m 10000 -rate 100 -settle 60s -timeout 60s ;;
+    m10k)
+      BROKER_ARGS=(--iamalive-interval 10m)
+      measure "$@" -n 200 -c 8 -m 10000 -rate 100 -settle 60s -timeout 60s
+      BROKER_ARGS=() ;;
     ext1)  external "$@" 1 ;;
     ext2)  external "$@" 2 ;;
     *) echo "unknown scenario $2" >&2; exit 2 ;;
