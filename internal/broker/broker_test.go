@@ -660,3 +660,39 @@ func TestGarbageFloodingSubscriberIsDropped(t *testing.T) {
 		t.Fatal("the other subscriber was affected")
 	}
 }
+
+// Frames larger than a subscriber writer's buffer, among bursts of small
+// ones, reach every subscriber whole, byte for byte.
+func TestLargeEventsAmongBurstsReachSubscribersWhole(t *testing.T) {
+	b := start(t, nil)
+	subs := []*vtptest.Subscriber{subscribe(t, b, vtptest.Comet), subscribe(t, b, vtptest.Pygcn)}
+	var want [][]byte
+	for i := range 6 {
+		var wg sync.WaitGroup
+		burst := make([][]byte, 8)
+		for k := range burst {
+			burst[k] = vtptest.WithIVORN(benchEvent(t), fmt.Sprintf("ivo://test.author/burst#%d-%d", i, k))
+			if k == 0 {
+				// Past the end of the root element: still the same document.
+				burst[k] = append(burst[k], bytes.Repeat([]byte("\n"), 60_000+i)...)
+			}
+			wg.Go(func() { mustAck(t, recvAddr(b), burst[k]) })
+		}
+		wg.Wait()
+		want = append(want, burst...)
+	}
+	for _, s := range subs {
+		if !s.WaitEvents(len(want), deliveryWait) {
+			t.Fatalf("subscriber got %d of %d events", len(s.Events()), len(want))
+		}
+		got := map[string]bool{}
+		for _, e := range s.Events() {
+			got[string(e)] = true
+		}
+		for i, w := range want {
+			if !got[string(w)] {
+				t.Errorf("event %d (%d bytes) not received whole", i, len(w))
+			}
+		}
+	}
+}
