@@ -105,7 +105,7 @@ type Config struct {
 	// MaxPayload is the largest event accepted, in bytes. The server's
 	// max_payload and the stream's max_msg_size are MaxPayload+HeaderRoom.
 	MaxPayload int
-	// Replicas of the stream and the bucket (clustered external systems).
+	// Replicas of the event stream (clustered external systems).
 	Replicas int
 
 	// StreamMaxAge is how long an event's payload stays on the stream;
@@ -258,7 +258,8 @@ type conn struct {
 }
 
 // Open starts the embedded server (or connects to cfg.URL), provisions the
-// stream and the bucket, and returns the bus. ctx bounds the set-up only.
+// stream (migrating an older layout's bucket), and returns the bus. ctx
+// bounds the set-up only.
 func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("bus: config: %w", err)

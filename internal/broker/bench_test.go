@@ -20,7 +20,7 @@ import (
 
 // BenchmarkSubmit measures accepted events per second through a real
 // socket into the in-process broker with its durable embedded bus: parse,
-// schema check, previously-seen claim, store, ack. Run with -cpu and
+// schema check, one conditional store on the bus, ack. Run with -cpu and
 // -benchtime; the parallelism is GOMAXPROCS*16 concurrent authors.
 func BenchmarkSubmit(b *testing.B) {
 	br := start(b, func(c *broker.Config) { c.Logger = quietLogger() })
