@@ -310,10 +310,19 @@ func TestRecordOutlivesPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop()
+	sub, err := b.StageSubscriber("ttl", StageOptions{Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := sub.Subscribe(ctxT(t), EventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ev := testEvent(17)
 	ingest(t, b, ev, Accepted)
 	start := time.Now()
 	recv(t, got)
+	recvMsg(t, staged).Ack()
 
 	marker := func() bool {
 		m, err := b.stream.GetLastMsgForSubject(ctxT(t), seenSubject(ev.SHA1))
@@ -345,9 +354,16 @@ func TestRecordOutlivesPayload(t *testing.T) {
 	t.Logf("record gone after %v", time.Since(start).Round(10*time.Millisecond))
 	ingest(t, b, ev, Accepted)
 	recv(t, got)
+	if m := recvMsg(t, staged); len(m.Payload) == 0 {
+		t.Fatal("a stage was handed a marker")
+	} else {
+		m.Ack()
+	}
 	select {
 	case d := <-got:
 		t.Fatalf("the consumer was handed seq %d with %d bytes (a marker?)", d.Seq, len(d.Payload))
+	case m := <-staged:
+		t.Fatalf("a stage was handed %d bytes (a marker?)", len(m.Payload))
 	case <-time.After(200 * time.Millisecond):
 	}
 }
