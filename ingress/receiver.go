@@ -190,8 +190,7 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 func (r *Receiver) handle(conn net.Conn) {
 	defer conn.Close()
 	peer := conn.RemoteAddr().String()
-	log := r.cfg.Logger.With("peer", peer)
-	log = log.With(endpoint.PeerLogAttrs(conn)...)
+	log := submissionLog{l: r.cfg.Logger, attrs: append([]any{"peer", peer}, endpoint.PeerLogAttrs(conn)...)}
 	timeout := r.cfg.Timeout
 	// Counted from connect (Comet's): a TLS connection's handshake, run by
 	// the accept loop, was part of it.
@@ -294,6 +293,30 @@ func (r *Receiver) handle(conn net.Conn) {
 		reply(vtp.Ack(info.IVORN, r.cfg.LocalIVO, time.Now()))
 	}
 }
+
+// submissionLog logs about one submission. Its attributes (peer, ivorn,
+// signer) go into a record only when one is written: slog.Logger.With
+// would format them for every event, logged or not.
+type submissionLog struct {
+	l     *slog.Logger
+	attrs []any
+}
+
+func (s submissionLog) With(args ...any) submissionLog {
+	return submissionLog{s.l, append(s.attrs[:len(s.attrs):len(s.attrs)], args...)}
+}
+
+func (s submissionLog) log(level slog.Level, msg string, args []any) {
+	ctx := context.Background()
+	if s.l.Enabled(ctx, level) {
+		s.l.Log(ctx, level, msg, append(s.attrs[:len(s.attrs):len(s.attrs)], args...)...)
+	}
+}
+
+func (s submissionLog) Debug(msg string, args ...any) { s.log(slog.LevelDebug, msg, args) }
+func (s submissionLog) Info(msg string, args ...any)  { s.log(slog.LevelInfo, msg, args) }
+func (s submissionLog) Warn(msg string, args ...any)  { s.log(slog.LevelWarn, msg, args) }
+func (s submissionLog) Error(msg string, args ...any) { s.log(slog.LevelError, msg, args) }
 
 // verify runs the signature check in one of MaxVerifying slots, waiting
 // for a slot while ctx lasts.
