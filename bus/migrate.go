@@ -68,8 +68,9 @@ func (b *Bus) upgradeStream(ctx context.Context, to jetstream.StreamConfig) (jet
 // data on comet.event._._._.<sha1> (origin, role and authority are not
 // known), carrying Comet-Sha1, Comet-Received-At (when it was recorded),
 // Nats-Marker-Reason (so that its expiry leaves no marker in turn) and a
-// time to live of what was left of its 30 days, which the server raises to
-// at least the markers' TTL. A record younger than DefaultDupWindow whose
+// time to live of what was left of its 30 days (kept as it is: the server
+// raises short TTLs to the markers' only on streams with more than one
+// message per subject). A record younger than DefaultDupWindow whose
 // event is not stored was, in the old layout, a claim whose publish may
 // have died with its process; it is not copied, so the author's retry is
 // accepted.
