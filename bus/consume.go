@@ -113,7 +113,7 @@ func (c *Consumer) start(ctx context.Context) (jetstream.MessagesContext, error)
 		InactiveThreshold: c.b.cfg.InactiveThreshold,
 	}
 	c.b.startAfter(&want, c.last)
-	cons, err := c.b.ensureConsumer(ctx, want, false)
+	cons, err := c.b.ensureConsumer(ctx, StreamName, want, false)
 	if err != nil {
 		return nil, err
 	}

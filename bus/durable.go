@@ -29,7 +29,8 @@ const (
 // more; this keeps names usable as file names).
 const MaxConsumerName = 200
 
-// ensureConsumer finds the durable want.Durable on the event stream or
+// ensureConsumer finds the durable want.Durable on stream (the event
+// stream, or the replay stream for a stage's replays) or
 // creates it with want, checks that it is a pull consumer with explicit
 // acks and want's filter, brings its AckWait and MaxAckPending up to
 // want's (the durable is ours: its delivery limits follow this process's
@@ -43,12 +44,12 @@ const MaxConsumerName = 200
 // rewinding it would hand out its events a second time, so it is left
 // alone, noted at info level when sharing is expected and as a warning
 // when it is not.
-func (b *Bus) ensureConsumer(ctx context.Context, want jetstream.ConsumerConfig, shared bool) (jetstream.Consumer, error) {
+func (b *Bus) ensureConsumer(ctx context.Context, stream string, want jetstream.ConsumerConfig, shared bool) (jetstream.Consumer, error) {
 	name := want.Durable
 	js := b.conns[0].js
 	cons, err := findOrCreate(ctx,
-		func(ctx context.Context) (jetstream.Consumer, error) { return js.Consumer(ctx, StreamName, name) },
-		func(ctx context.Context) (jetstream.Consumer, error) { return js.CreateConsumer(ctx, StreamName, want) },
+		func(ctx context.Context) (jetstream.Consumer, error) { return js.Consumer(ctx, stream, name) },
+		func(ctx context.Context) (jetstream.Consumer, error) { return js.CreateConsumer(ctx, stream, want) },
 		jetstream.ErrConsumerNotFound, jetstream.ErrConsumerExists)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s: %w", name, err)
@@ -66,7 +67,7 @@ func (b *Bus) ensureConsumer(ctx context.Context, want jetstream.ConsumerConfig,
 	if have.AckWait != want.AckWait || have.MaxAckPending != want.MaxAckPending {
 		upd := have
 		upd.AckWait, upd.MaxAckPending = want.AckWait, want.MaxAckPending
-		if cons, err = js.UpdateConsumer(ctx, StreamName, upd); err != nil {
+		if cons, err = js.UpdateConsumer(ctx, stream, upd); err != nil {
 			return nil, fmt.Errorf("bus: updating consumer %s: %w", name, err)
 		}
 		log.Info("consumer updated", "ack_wait", upd.AckWait, "max_ack_pending", upd.MaxAckPending)
@@ -80,7 +81,7 @@ func (b *Bus) ensureConsumer(ctx context.Context, want jetstream.ConsumerConfig,
 		log.Warn("consumer is in use by another process; not rewound (give each broadcaster its own --node)",
 			"unacked", info.NumAckPending, "waiting_pulls", info.NumWaiting)
 	default:
-		if _, err := js.ResetConsumer(ctx, StreamName, name); err != nil {
+		if _, err := js.ResetConsumer(ctx, stream, name); err != nil {
 			log.Warn("could not rewind consumer to its ack floor; unacked events come back after AckWait",
 				"unacked", info.NumAckPending, "ack_wait", want.AckWait, "err", err)
 		} else {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -82,6 +83,20 @@ type StageOptions struct {
 	KeepAliveAckWait time.Duration
 }
 
+// withDefaults gives zero options their defaults.
+func (o StageOptions) withDefaults() StageOptions {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = DefaultStageAckWait
+	}
+	if o.NakDelay <= 0 {
+		o.NakDelay = DefaultStageNakDelay
+	}
+	return o
+}
+
 // serverAckWait is the AckWait the consumer is created with.
 func (o StageOptions) serverAckWait() time.Duration {
 	k := o.KeepAliveAckWait
@@ -117,20 +132,22 @@ func (b *Bus) StageSubscriber(name string, opts StageOptions) (message.Subscribe
 	if err := CheckStageName(name); err != nil {
 		return nil, err
 	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = 1
-	}
-	if opts.AckWait <= 0 {
-		opts.AckWait = DefaultStageAckWait
-	}
-	if opts.NakDelay <= 0 {
-		opts.NakDelay = DefaultStageNakDelay
-	}
-	s := &stageSubscriber{b: b, name: name, durable: StageDurablePrefix + name, opts: opts,
-		log: b.log.With("durable", StageDurablePrefix+name)}
+	opts = opts.withDefaults()
+	durable := StageDurablePrefix + name
+	return b.newStageSubscriber(name, durable, StreamName, opts, func(last uint64) jetstream.ConsumerConfig {
+		return b.stageConsumerConfig(durable, opts, last)
+	})
+}
+
+// newStageSubscriber makes the durable config(0) on stream and returns
+// its subscriber; config(last) remakes it after stream sequence last.
+func (b *Bus) newStageSubscriber(name, durable, stream string, opts StageOptions,
+	config func(last uint64) jetstream.ConsumerConfig) (message.Subscriber, error) {
+	s := &stageSubscriber{b: b, name: name, durable: durable, stream: stream, config: config, opts: opts,
+		log: b.log.With("durable", durable)}
 	var cons jetstream.Consumer
 	err := b.retryUnanswered(context.Background(), "consumer "+s.durable, func(ctx context.Context) (err error) {
-		cons, err = b.ensureConsumer(ctx, b.stageConsumerConfig(s.durable, opts, 0), true)
+		cons, err = b.ensureConsumer(ctx, stream, config(0), true)
 		return err
 	})
 	if err != nil {
@@ -171,11 +188,14 @@ func (b *Bus) stageConsumerConfig(name string, opts StageOptions, last uint64) j
 	return cfg
 }
 
-// stageSubscriber implements message.Subscriber on a stage's durable.
+// stageSubscriber implements message.Subscriber on a stage's durable: its
+// events, or its replays.
 type stageSubscriber struct {
 	b       *Bus
 	name    string
 	durable string
+	stream  string
+	config  func(last uint64) jetstream.ConsumerConfig
 	opts    StageOptions
 	log     *slog.Logger
 
@@ -191,8 +211,8 @@ type stageSubscriber struct {
 // Subscribe starts handing out the events on the returned channel, which
 // is closed when ctx ends or the subscriber is closed.
 func (s *stageSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if topic != EventsTopic {
-		return nil, fmt.Errorf("bus: stage %s: topic %q, want %q", s.name, topic, EventsTopic)
+	if want := s.config(0).FilterSubject; topic != want {
+		return nil, fmt.Errorf("bus: stage %s: topic %q, want %q", s.name, topic, want)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -271,7 +291,7 @@ func (s *stageSubscriber) run(ctx context.Context, out chan<- *message.Message) 
 		// The consumer may have been deleted: find or recreate it, after
 		// the last event handed out.
 		if !r.restart(ctx, err, func(ctx context.Context) error {
-			cons, err := s.b.ensureConsumer(ctx, s.b.stageConsumerConfig(s.durable, s.opts, s.lastSeq), true)
+			cons, err := s.b.ensureConsumer(ctx, s.stream, s.config(s.lastSeq), true)
 			if err != nil {
 				return err
 			}
@@ -310,6 +330,11 @@ func (s *stageSubscriber) fetch(ctx context.Context, n int, slots chan struct{},
 			continue
 		}
 		wm := watermillMessage(msg, false)
+		if s.stream == ReplayStream {
+			if md, err := msg.Metadata(); err == nil {
+				wm.UUID += "/replay-" + strconv.FormatUint(md.Sequence.Stream, 10)
+			}
+		}
 		wm.SetContext(ctx)
 		select {
 		case out <- wm:
@@ -496,43 +521,3 @@ func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) err
 }
 
 func (deadLetterPublisher) Close() error { return nil }
-
-// DeadLetters reads the dead letters of one stage ("" for every stage),
-// oldest first, at most MaxDeadLetterRead of them. Each message has the
-// payload and headers as stored (see DeadLetterPublisher; the reason is in
-// the "reason_poisoned" metadata set by Watermill's poison queue).
-func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]*message.Message, error) {
-	if err := b.provisionDeadLetter(ctx); err != nil {
-		return nil, err
-	}
-	filter := DeadLetterPrefix + ">"
-	if stage != "" {
-		filter = DeadLetterSubject(stage)
-	}
-	js := b.conns[0].js
-	cons, err := js.OrderedConsumer(ctx, DeadLetterStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)
-	}
-	var out []*message.Message
-	for len(out) < MaxDeadLetterRead {
-		batch, err := cons.FetchNoWait(min(256, MaxDeadLetterRead-len(out)))
-		if err != nil {
-			return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			out = append(out, watermillMessage(msg, true))
-		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("bus: reading %s: %w", DeadLetterStream, err)
-		}
-		if got == 0 {
-			break
-		}
-	}
-	return out, nil
-}

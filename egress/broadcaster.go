@@ -142,6 +142,9 @@ type Broadcaster struct {
 	verifying *accept.Gate // MaxVerifying slots
 	drops     tally.Counts[DropCause]
 	tlsFailed tally.Counts[endpoint.Failure]
+	departed  atomic.Uint64 // events delivered to subscribers since disconnected
+
+	deliveredMax atomic.Uint64 // the highest total Delivered returned
 
 	mu        sync.RWMutex
 	subs      map[*downstream]struct{}
@@ -328,6 +331,7 @@ func (b *Broadcaster) add(conn net.Conn) {
 		room: make(chan struct{}, 1),
 
 		ackSignal: make(chan struct{}, 1),
+		since:     time.Now(),
 	}
 	if id, ok := endpoint.PeerIdentity(conn); ok {
 		s.cert = id
@@ -439,6 +443,28 @@ func (b *Broadcaster) Drops() map[DropCause]uint64 { return b.drops.Snapshot() }
 // kind (all counted as DropTLS too).
 func (b *Broadcaster) TLSFailures() map[endpoint.Failure]uint64 { return b.tlsFailed.Snapshot() }
 
+// Delivered counts the events written to subscribers since the
+// broadcaster was built (a delivery counts when its frame is written,
+// before the subscriber acks it), over connected and departed subscribers.
+func (b *Broadcaster) Delivered() uint64 {
+	n := b.departed.Load()
+	for _, s := range b.subscribers() {
+		n += s.delivered.Load()
+	}
+	// A subscriber leaving the list an instant before its count moves to
+	// departed must not make the total go back (a counter reset to
+	// Prometheus).
+	for {
+		prev := b.deliveredMax.Load()
+		if n <= prev {
+			return prev
+		}
+		if b.deliveredMax.CompareAndSwap(prev, n) {
+			return n
+		}
+	}
+}
+
 // SubscriberStats describes one connected subscriber.
 type SubscriberStats struct {
 	Peer string
@@ -447,13 +473,17 @@ type SubscriberStats struct {
 	// otherwise.
 	CertSubject   string
 	CertSHA256    string
-	Authenticated bool     // it has answered an authenticate request
-	Signer        string   // whose signature it authenticated with (VerifySubscriber)
-	Filters       []string // filters installed and evaluated
-	Refused       []string // filters it sent that were refused: they never match
-	Withheld      uint64   // events its filters did not let through
-	OverBudget    uint64   // evaluations of its filters stopped at the budget (no match)
-	InFlight      int      // events sent and not yet acknowledged
+	Since         time.Time // connected at
+	Queued        int       // frames waiting in its queue
+	Delivered     uint64    // events written to it
+	LastAck       time.Time // its last ack; zero for none
+	Authenticated bool      // it has answered an authenticate request
+	Signer        string    // whose signature it authenticated with (VerifySubscriber)
+	Filters       []string  // filters installed and evaluated
+	Refused       []string  // filters it sent that were refused: they never match
+	Withheld      uint64    // events its filters did not let through
+	OverBudget    uint64    // evaluations of its filters stopped at the budget (no match)
+	InFlight      int       // events sent and not yet acknowledged
 }
 
 // Stats lists the connected subscribers, for diagnostics and tests.
@@ -461,8 +491,11 @@ func (b *Broadcaster) Stats() []SubscriberStats {
 	subs := b.subscribers()
 	out := make([]SubscriberStats, 0, len(subs))
 	for _, s := range subs {
-		st := SubscriberStats{Peer: s.peer, CertSubject: s.cert.Subject, CertSHA256: s.cert.SHA256,
+		st := SubscriberStats{Peer: s.peer, CertSubject: s.cert.Subject, CertSHA256: s.cert.SHA256, Since: s.since, Queued: len(s.queue), Delivered: s.delivered.Load(),
 			Authenticated: s.authenticated.Load(), Withheld: s.withheld.Load(), OverBudget: s.overBudgetN.Load()}
+		if n := s.lastAck.Load(); n != 0 {
+			st.LastAck = time.Unix(0, n)
+		}
 		if p := s.signer.Load(); p != nil {
 			st.Signer = *p
 		}

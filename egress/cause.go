@@ -53,6 +53,19 @@ const (
 	DropNak
 )
 
+// maxDropCause is the last DropCause.
+const maxDropCause = DropNak
+
+// AllDropCauses lists every DropCause, in order (see
+// ingress.AllRejections).
+func AllDropCauses() []DropCause {
+	out := make([]DropCause, 0, maxDropCause)
+	for c := DropCause(1); c <= maxDropCause; c++ {
+		out = append(out, c)
+	}
+	return out
+}
+
 // String is the cause's label in logs and metrics.
 func (c DropCause) String() string {
 	switch c {

@@ -70,6 +70,10 @@ type downstream struct {
 
 	ackSignal chan struct{} // an ack arrived (capacity 1; wakes a writer waiting at MaxInFlight)
 
+	since     time.Time     // connected at
+	delivered atomic.Uint64 // events written to it (its writer only adds)
+	lastAck   atomic.Int64  // Unix nanoseconds of its last ack; 0 = none
+
 	mu               sync.Mutex
 	queue            []item     // waiting for the writer, oldest first
 	writing          bool       // a writer goroutine is draining the queue
@@ -302,6 +306,7 @@ func (s *downstream) acked() {
 	s.inflight[0] = nil
 	s.inflight = s.inflight[1:]
 	s.mu.Unlock()
+	s.lastAck.Store(time.Now().UnixNano())
 	select {
 	case s.ackSignal <- struct{}{}:
 	default:
@@ -322,6 +327,9 @@ func (s *downstream) close(cause DropCause, reason string) {
 		close(s.done)
 		s.conn.Close()
 		s.b.remove(s)
+		// Its deliveries stay in the broadcaster's total; the writer may
+		// add a last one, which closing the connection makes fail anyway.
+		s.b.departed.Add(s.delivered.Load())
 		s.mu.Lock()
 		s.closed = true
 		owed := s.inflight
@@ -386,11 +394,13 @@ func (s *downstream) writeLoop() {
 			return
 		}
 		var err error
+		sent := uint64(0) // events admitted in this round
 		for i, it := range q {
 			var ok bool
 			if ok, err = s.admit(it, flush); ok {
 				if it.ev != nil {
 					frames = append(frames, it.ev.prefix[:], it.ev.payload)
+					sent++
 				} else {
 					frames = append(frames, it.frame)
 				}
@@ -412,6 +422,9 @@ func (s *downstream) writeLoop() {
 		}
 		if err == nil {
 			err = flush()
+		}
+		if err == nil && sent > 0 {
+			s.delivered.Add(sent)
 		}
 		if cap(frames) > keepQueueCap {
 			frames = nil

@@ -49,6 +49,19 @@ const (
 	RejectStoreFailed
 )
 
+// maxRejection is the last Rejection.
+const maxRejection = RejectStoreFailed
+
+// AllRejections lists every Rejection, in order: metrics export each with
+// its count, zero included, so that a rate exists from the start.
+func AllRejections() []Rejection {
+	out := make([]Rejection, 0, maxRejection)
+	for r := Rejection(1); r <= maxRejection; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
 // String is the rejection's label in logs and metrics.
 func (r Rejection) String() string {
 	switch r {

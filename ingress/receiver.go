@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comet-go/comet/accept"
@@ -72,7 +73,22 @@ type ReceiverConfig struct {
 	LingerTimeout time.Duration // 0 = DefaultLingerTimeout
 	MaxFrame      int           // 0 = vtp.DefaultMaxFrame
 
+	// Timings, if set, is told how long each accepted event took; it is
+	// called on the submission's goroutine, so it must be cheap.
+	Timings Timings
+
 	Logger *slog.Logger
+}
+
+// Timings receives the durations of an accepted event, for metrics. Nil
+// fields are skipped.
+type Timings struct {
+	// Stored is the bus's Ingest of an event it stored: the time an author
+	// or upstream waits for the durable write.
+	Stored func(time.Duration)
+	// Acked is the author-visible latency: from the event's last byte read
+	// to its ack written.
+	Acked func(time.Duration)
 }
 
 func (c *ReceiverConfig) setDefaults() error {
@@ -99,6 +115,7 @@ type Receiver struct {
 	verifying *accept.Gate // MaxVerifying slots
 	rejected  tally.Counts[Rejection]
 	tlsFailed tally.Counts[endpoint.Failure]
+	accepted  atomic.Uint64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -167,6 +184,10 @@ func (r *Receiver) Rejections() map[Rejection]uint64 { return r.rejected.Snapsho
 // TLSFailures counts the failed TLS handshakes on its ssl: listeners, by
 // kind (all counted as RejectTLS too).
 func (r *Receiver) TLSFailures() map[endpoint.Failure]uint64 { return r.tlsFailed.Snapshot() }
+
+// Accepted counts the events the receiver stored and acked since it was
+// built.
+func (r *Receiver) Accepted() uint64 { return r.accepted.Load() }
 
 // Shutdown stops accepting, then waits for in-flight submissions to be
 // answered (each is bounded by Timeout) or for ctx to end.
@@ -279,6 +300,7 @@ func (r *Receiver) handle(conn net.Conn) {
 		ev.Signature = bus.SignatureVerified(signer)
 		log = log.With("signer", signer)
 	}
+	storing := time.Now()
 	outcome, err := r.store.Ingest(ctx, ev)
 	switch {
 	case err != nil:
@@ -289,8 +311,20 @@ func (r *Receiver) handle(conn net.Conn) {
 	case outcome == bus.Duplicate:
 		reject(RejectPreviouslySeen, DuplicateReason)
 	default:
+		r.accepted.Add(1)
+		if f := r.cfg.Timings.Stored; f != nil {
+			f(time.Since(storing))
+		}
 		log.Info("event accepted", "sha1", ev.SHA1, "role", ev.Role)
-		reply(vtp.Ack(info.IVORN, r.cfg.LocalIVO, time.Now()))
+		err := vtp.WriteFrame(conn, vtp.Ack(info.IVORN, r.cfg.LocalIVO, time.Now()))
+		if err != nil {
+			log.Warn("could not send receipt", "err", err)
+			return
+		}
+		if f := r.cfg.Timings.Acked; f != nil {
+			f(time.Since(receivedAt))
+		}
+		r.linger(conn)
 	}
 }
 

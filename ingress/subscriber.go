@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comet-go/comet/bus"
@@ -85,6 +86,9 @@ type SubscriberConfig struct {
 	// the message with its signature appended (docs/openpgp.md §3), for
 	// upstream brokers that run with --subscriber-auth.
 	Sign func(msg []byte) ([]byte, error)
+	// Timings, if set, is told how long the bus took to store each event
+	// (Stored only).
+	Timings Timings
 
 	Logger *slog.Logger
 }
@@ -123,6 +127,79 @@ type Subscription struct {
 	overBudget filter.OverBudgetLog // used by Run's goroutine only
 	rejected   tally.Counts[Rejection]
 	tlsFailed  tally.Counts[endpoint.Failure]
+	accepted   atomic.Uint64
+	lastEvent  atomic.Int64 // Unix nanoseconds of the last event received; 0 = none
+
+	mu    sync.Mutex // guards state
+	state SubscriptionStatus
+}
+
+// SubscriptionState is where a subscription stands.
+type SubscriptionState uint8
+
+const (
+	// StateConnecting: dialling the upstream broker.
+	StateConnecting SubscriptionState = iota + 1
+	// StateConnected: connected, receiving.
+	StateConnected
+	// StateWaiting: the last connection failed or ended; waiting for the
+	// next attempt (NextRetry).
+	StateWaiting
+	// StateStopped: Run has returned.
+	StateStopped
+)
+
+// String is the state's label on the status page and in metrics.
+func (s SubscriptionState) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateWaiting:
+		return "waiting"
+	case StateStopped:
+		return "stopped"
+	}
+	return "not started"
+}
+
+// SubscriptionStatus describes a subscription now, for the status page.
+type SubscriptionStatus struct {
+	Target    string            // the upstream broker
+	State     SubscriptionState // zero before Run
+	Since     time.Time         // when State began
+	Attempt   int               // consecutive failed attempts before this one
+	NextRetry time.Time         // with StateWaiting
+	LastError string            // why the last connection ended
+	LastEvent time.Time         // the last event received; zero for none
+	Accepted  uint64            // events stored since it was built
+}
+
+// Status returns the subscription's state and counts.
+func (s *Subscription) Status() SubscriptionStatus {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	st.Target = s.target.String()
+	if n := s.lastEvent.Load(); n != 0 {
+		st.LastEvent = time.Unix(0, n)
+	}
+	st.Accepted = s.accepted.Load()
+	return st
+}
+
+// Accepted counts the upstream events stored since it was built.
+func (s *Subscription) Accepted() uint64 { return s.accepted.Load() }
+
+// setState records a change of state.
+func (s *Subscription) setState(state SubscriptionState, attempt int, next time.Time, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state.State, s.state.Since, s.state.Attempt, s.state.NextRetry = state, time.Now(), attempt, next
+	if err != nil {
+		s.state.LastError = err.Error()
+	}
 }
 
 // NewSubscription returns the subscription to target, storing what it
@@ -179,8 +256,10 @@ func (s *Subscription) Reload() error { return s.dialer.Reload() }
 func (s *Subscription) Run(ctx context.Context) {
 	log := s.log
 	failures := 0
+	defer s.setState(StateStopped, 0, time.Time{}, nil)
 	for {
 		log.Info("connecting to upstream broker")
+		s.setState(StateConnecting, failures, time.Time{}, nil)
 		started := time.Now()
 		err := s.connectAndServe(ctx, log)
 		if ctx.Err() != nil {
@@ -192,6 +271,7 @@ func (s *Subscription) Run(ctx context.Context) {
 		}
 		failures++
 		delay := s.cfg.Backoff(failures)
+		s.setState(StateWaiting, failures, time.Now().Add(delay), err)
 		log.Warn("upstream connection lost; reconnecting", "err", err, "attempt", failures, "in", delay)
 		select {
 		case <-ctx.Done():
@@ -214,6 +294,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 	defer conn.Close()
 	log.Info("connected to upstream broker", append([]any{"local", conn.LocalAddr().String(), "tls", s.target.TLS != nil},
 		endpoint.PeerLogAttrs(conn)...)...)
+	s.setState(StateConnected, 0, time.Time{}, nil)
 	// Closing the connection is how a cancelled ctx interrupts a read.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -273,6 +354,7 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 				log.Warn("event without ivorn from upstream; ignored")
 				continue
 			}
+			s.lastEvent.Store(lastValid.UnixNano())
 			s.ingest(ctx, payload, info, peer, log)
 			if err := s.write(conn, vtp.Ack(info.IVORN, s.cfg.LocalIVO, time.Now())); err != nil {
 				return err
@@ -300,6 +382,10 @@ func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent
 		s.rejected.Add(RejectPreviouslySeen)
 		log.Debug("event from upstream previously seen; acked, not relayed")
 	case outcome == relayAccepted:
+		s.accepted.Add(1)
+		if f := s.cfg.Timings.Stored; f != nil {
+			f(time.Since(ev.ReceivedAt)) // set just before the store
+		}
 		log.Info("event accepted from upstream", "sha1", ev.SHA1, "role", ev.Role)
 	}
 }

@@ -21,6 +21,9 @@ type Source interface {
 	// StageSubscriber returns a subscriber of every event (topic
 	// bus.EventsTopic) through the durable consumer of stage name.
 	StageSubscriber(name string, opts bus.StageOptions) (message.Subscriber, error)
+	// ReplaySubscriber returns a subscriber of the dead letters handed
+	// back to stage name (topic bus.ReplaySubject(name)).
+	ReplaySubscriber(name string, opts bus.StageOptions) (message.Subscriber, error)
 	// DeadLetterPublisher publishes on bus.DeadLetterSubject(stage).
 	DeadLetterPublisher() (message.Publisher, error)
 }
@@ -35,6 +38,7 @@ type Stats struct {
 type stageState struct {
 	stage   Stage
 	sub     message.Subscriber
+	replays message.Subscriber // nil until made
 	log     *slog.Logger
 	retries int
 
@@ -86,7 +90,7 @@ func Start(ctx context.Context, src Source, cfg Config) (*Runner, error) {
 	fail := func(err error) (*Runner, error) {
 		cancel()
 		for _, st := range r.stages {
-			st.sub.Close()
+			st.close()
 		}
 		return nil, err
 	}
@@ -131,6 +135,13 @@ func Start(ctx context.Context, src Source, cfg Config) (*Runner, error) {
 		}
 		h := r.router.AddConsumerHandler(s.Name(), bus.EventsTopic, sub, st.handle)
 		h.AddMiddleware(r.account(st), poison, retry.Middleware, st.logAttempt, middleware.Recoverer)
+		// Its dead letters handed back (comet deadletter replay) go
+		// through the same handler, retries and dead-lettering.
+		if st.replays, err = src.ReplaySubscriber(s.Name(), opts); err != nil {
+			return fail(fmt.Errorf("stages: %s: replays: %w", s.Name(), err))
+		}
+		rh := r.router.AddConsumerHandler(s.Name()+"/replay", bus.ReplaySubject(s.Name()), st.replays, st.handle)
+		rh.AddMiddleware(r.account(st), poison, retry.Middleware, st.logAttempt, middleware.Recoverer)
 		log.Info("stage started", "stage", s.Name(), "durable", bus.StageDurablePrefix+s.Name(),
 			"concurrency", conc, "retries", cfg.MaxRetries, "ack_wait", opts.AckWait)
 	}
@@ -228,6 +239,24 @@ func (r *Runner) account(st *stageState) message.HandlerMiddleware {
 	}
 }
 
+// close closes the stage's subscribers.
+func (st *stageState) close() error {
+	err := st.sub.Close()
+	if st.replays != nil {
+		err = errors.Join(err, st.replays.Close())
+	}
+	return err
+}
+
+// Names lists the stages, in the order they run.
+func (r *Runner) Names() []string {
+	out := make([]string, len(r.stages))
+	for i, st := range r.stages {
+		out[i] = st.stage.Name()
+	}
+	return out
+}
+
 // Stats returns the counters of every stage by name.
 func (r *Runner) Stats() map[string]Stats {
 	out := make(map[string]Stats, len(r.stages))
@@ -257,7 +286,7 @@ func (r *Runner) Close() error {
 			errs = append(errs, r.err)
 		}
 		for _, st := range r.stages {
-			if err := st.sub.Close(); err != nil {
+			if err := st.close(); err != nil {
 				errs = append(errs, err)
 			}
 		}
