@@ -62,6 +62,9 @@ func AllRejections() []Rejection {
 	return out
 }
 
+// UpstreamRejections are the reasons a Subscription counts.
+var UpstreamRejections = []Rejection{RejectNoIVORN, RejectInvalid, RejectPreviouslySeen, RejectStoreFailed}
+
 // String is the rejection's label in logs and metrics.
 func (r Rejection) String() string {
 	switch r {

@@ -248,6 +248,17 @@ func (st *stageState) close() error {
 	return err
 }
 
+// Running reports whether the stages are consuming: false once the
+// router has stopped, by Close or by a failure.
+func (r *Runner) Running() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // Names lists the stages, in the order they run.
 func (r *Runner) Names() []string {
 	out := make([]string, len(r.stages))

@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comet-go/comet/bus"
@@ -22,6 +23,7 @@ import (
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/kafka"
+	"github.com/comet-go/comet/internal/observe"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -65,6 +67,10 @@ type Config struct {
 	// as one more stage (--kafka-out); nil = off.
 	KafkaIn  *KafkaIn
 	KafkaOut *KafkaOut
+
+	// HTTPAddr, if set, is the HOST:PORT of the metrics, health and
+	// status endpoint (internal/observe); bound with the other listeners.
+	HTTPAddr string
 
 	// Logger is the process log; each part whose own Logger is nil logs
 	// to it with a "component" attribute.
@@ -187,6 +193,13 @@ type Broker struct {
 	kafkaOut    *stages.KafkaOut
 	recvLns     []net.Listener
 	castLns     []net.Listener
+	served      []*served // every VTP listener, for status and readiness
+	started     time.Time
+	ready       observe.Readiness
+	metrics     *observe.Metrics // nil without HTTPAddr
+	httpLn      net.Listener
+	http        *observe.Server
+	stopping    atomic.Bool
 	cancel      context.CancelFunc
 	listening   sync.WaitGroup // Serve loops: end when their listeners close
 	running     sync.WaitGroup // relay and timers: end when cancel is called
@@ -209,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger, errs: make(chan error, 8)}
+	b := &Broker{cfg: cfg, log: cfg.Logger, errs: make(chan error, 8), started: time.Now()}
 
 	// Kafka credentials are checked before anything is bound: refused
 	// ones are a start-up error.
@@ -224,6 +237,27 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	if b.castLns, err = listen(cfg.Broadcast, cfg.AllowCerts); err != nil {
 		b.closeListeners()
 		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		if b.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			b.closeListeners()
+			return nil, fmt.Errorf("HTTP endpoint: %w", err)
+		}
+		// The timings are the only observations on the event path; without
+		// the endpoint there is nobody to read them.
+		b.metrics = observe.NewMetrics(b)
+		t := b.metrics.Timings()
+		for _, f := range []struct {
+			set *func(time.Duration)
+			to  func(time.Duration)
+		}{
+			{&b.cfg.Receiver.Timings.Stored, t.Stored}, {&b.cfg.Receiver.Timings.Acked, t.Acked},
+			{&b.cfg.Subscriber.Timings.Stored, t.Stored},
+		} {
+			if *f.set == nil {
+				*f.set = f.to
+			}
+		}
 	}
 	if b.bus, err = bus.Open(ctx, cfg.Bus); err != nil {
 		b.closeListeners()
@@ -258,11 +292,13 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		}
 	}
 	for _, ln := range b.recvLns {
-		b.serve(&b.listening, func() error { return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
+		sv := b.track("receive", ln)
+		b.serve(&b.listening, func() error { defer sv.open.Store(false); return b.receiver.Serve(ln) }, ingress.ErrServerClosed)
 	}
 	if b.broadcaster != nil {
 		for _, ln := range b.castLns {
-			b.serve(&b.listening, func() error { return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
+			sv := b.track("broadcast", ln)
+			b.serve(&b.listening, func() error { defer sv.open.Store(false); return b.broadcaster.Serve(ln) }, egress.ErrServerClosed)
 		}
 		b.serve(&b.running, func() error { b.broadcaster.Run(runCtx); return nil }, nil)
 		relay := &egress.Relay{
@@ -286,11 +322,70 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			}
 		}
 	}
+	b.addReadyChecks()
+	if b.httpLn != nil {
+		b.http = observe.Serve(b.httpLn, observe.NewHandler(b, &b.ready, b.metrics, b.log.With("component", "http")),
+			b.log.With("component", "http"))
+	}
 	b.log.Info("broker started", "local_ivo", cfg.LocalIVO, "node", cfg.Node,
 		"sender_auth", cfg.Receiver.VerifySignature != nil, "subscriber_auth", cfg.Broadcaster.VerifySubscriber != nil,
 		"signing", cfg.Subscriber.Sign != nil,
 		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "kafka", cfg.KafkaIn != nil, "kafka_out", cfg.KafkaOut != nil, "bus", b.bus.Describe())
 	return b, nil
+}
+
+// served is a VTP listener and whether its accept loop still runs.
+type served struct {
+	role string
+	addr string
+	open atomic.Bool
+}
+
+func (b *Broker) track(role string, ln net.Listener) *served {
+	sv := &served{role: role, addr: ln.Addr().String()}
+	sv.open.Store(true)
+	b.served = append(b.served, sv)
+	return sv
+}
+
+// addReadyChecks adds the broker's own readiness checks: not shutting
+// down, the bus answers, every listener accepts, the stages consume.
+func (b *Broker) addReadyChecks() {
+	b.ready.Add("running", func(context.Context) error {
+		if b.stopping.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	})
+	b.ready.Add("bus", b.bus.Ping)
+	for _, sv := range b.served {
+		b.ready.Add(sv.role+" "+sv.addr, func(context.Context) error {
+			if !sv.open.Load() {
+				return errors.New("listener closed")
+			}
+			return nil
+		})
+	}
+	if b.stages != nil {
+		b.ready.Add("stages", func(context.Context) error {
+			if !b.stages.Running() {
+				return errors.New("the stages stopped")
+			}
+			return nil
+		})
+	}
+}
+
+// Readiness is the list of checks behind /readyz; a part of the process
+// that can fail to serve adds its own.
+func (b *Broker) Readiness() *observe.Readiness { return &b.ready }
+
+// HTTPAddr is the bound address of the HTTP endpoint; nil without one.
+func (b *Broker) HTTPAddr() net.Addr {
+	if b.httpLn == nil {
+		return nil
+	}
+	return b.httpLn.Addr()
 }
 
 // build makes the roles the configuration asks for, on the open bus.
@@ -513,6 +608,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 }
 
 func (b *Broker) shutdown(ctx context.Context) error {
+	b.stopping.Store(true)
 	var errs []error
 	if b.receiver != nil {
 		if err := b.receiver.Shutdown(ctx); err != nil {
@@ -537,6 +633,13 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		b.broadcaster.Close()
 	}
 	b.listening.Wait()
+	// The endpoint answers (not ready) until the last part that it reads
+	// is gone.
+	if b.http != nil {
+		if err := b.http.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("HTTP endpoint: %w", err))
+		}
+	}
 	if err := b.bus.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("bus: %w", err))
 	}
@@ -564,6 +667,9 @@ func listen(eps []endpoint.Endpoint, allow *whitelist.Certs) ([]net.Listener, er
 func (b *Broker) closeListeners() {
 	for _, ln := range append(b.recvLns, b.castLns...) {
 		ln.Close()
+	}
+	if b.httpLn != nil {
+		b.httpLn.Close()
 	}
 }
 
