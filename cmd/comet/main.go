@@ -58,9 +58,19 @@ const (
 	DefaultMaxConnsPerPeer = 256
 )
 
+// subcommands are the commands beside the broker: comet NAME ARGS.
+var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"tap":         runTap,
+	"status":      runStatus,
+	"healthcheck": runHealthcheck,
+	"deadletter":  runDeadletter,
+}
+
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "tap" {
-		os.Exit(runTap(os.Args[2:], os.Stdout, os.Stderr))
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(sub(os.Args[2:], os.Stdout, os.Stderr))
+		}
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -85,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// INFO by default; each -v one step towards DEBUG, each -q towards ERROR.
 	level := slog.LevelInfo - slog.Level(4*(opts.verbose-opts.quiet))
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(stderr, opts.logFormat, level)
 
 	cfg, err := opts.config(logger)
 	if err == nil && cfg.Bus.URL == "" {
@@ -219,6 +229,8 @@ type options struct {
 	shutdownTimeout           time.Duration
 	syncAlways, showVersion   bool
 	debugAddr                 string
+	httpAddr                  string
+	logFormat                 string
 	maxConns, maxPerPeer      int
 	receiveWLFile, castWLFile string
 	kafka                     kafkaOptions
@@ -245,8 +257,8 @@ var (
 // aliases (Comet 2012's, or a short form) beside it. Every option is in
 // exactly one group (TestEveryOptionIsListed).
 var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroOrMore, Groups: []cli.Group{
-	{Title: "General", Names: [][]string{{"local-ivo"}, {"node"}, {"verbose", "v"}, {"quiet", "q"}, {"shutdown-timeout"},
-		{"debug-addr"}, {"version"}}},
+	{Title: "General", Names: [][]string{{"local-ivo"}, {"node"}, {"verbose", "v"}, {"quiet", "q"}, {"log-format"},
+		{"shutdown-timeout"}, {"http-addr"}, {"debug-addr"}, {"version"}}},
 	{Title: "Receiving events from authors", Names: [][]string{{"receive", "r"}, {"receive-port"},
 		{"receive-whitelist", "whitelist", "author-whitelist"}, {"whitelist-file"}, {"receive-timeout"}}},
 	{Title: "Broadcasting events to subscribers", Names: [][]string{{"broadcast", "b"}, {"broadcast-port"},
@@ -274,7 +286,10 @@ var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroO
 }}
 
 const usageHead = `usage: comet [options]
-       comet tap --nats URL [options]   (the bus as JSON lines; comet tap -h)
+       comet tap --nats URL [options]     (the bus as JSON lines; comet tap -h)
+       comet status [--http-addr ADDR]    (a running broker's status; comet status -h)
+       comet healthcheck [--http-addr ADDR] (exit 0 when ready; comet healthcheck -h)
+       comet deadletter list|replay       (events handlers gave up on; comet deadletter -h)
 
 A VOEvent broker. Give at least one of --receive, --broadcast, --subscribe,
 --kafka and a handler. Names after a comma are aliases: Comet 2012's, or a short
@@ -297,6 +312,9 @@ func parseArgs(args []string, stdout io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Sprintf("unexpected argument %q; see comet -h", fs.Arg(0))}
+	}
+	if o.logFormat != logText && o.logFormat != logJSON {
+		return nil, usageError{fmt.Sprintf("--log-format %q: text or json", o.logFormat)}
 	}
 	return o, nil
 }
@@ -378,6 +396,8 @@ func (o *options) flags() *flag.FlagSet {
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	o.kafka.register(fs)
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on `HOST:PORT` (for profiling; keep it on loopback)")
+	fs.StringVar(&o.httpAddr, "http-addr", "", "serve Prometheus /metrics, /healthz, /readyz and the status page (/, /status.json) on `HOST:PORT` (default: off; see SECURITY.md)")
+	fs.StringVar(&o.logFormat, "log-format", logText, "log lines as `FORMAT`: text (key=value) or json (one object per line), with the same fields")
 	return fs
 }
 
@@ -449,7 +469,8 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 			MaxUnacked:       o.maxUnacked,
 			WriteTimeout:     o.writeTimeout,
 		},
-		Logger: logger,
+		HTTPAddr: o.httpAddr,
+		Logger:   logger,
 	}
 	actions := append([]string(nil), o.actions...)
 	if o.printEvent {
@@ -479,6 +500,11 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	}
 	if err := o.checkLimits(); err != nil {
 		return cfg, err
+	}
+	if o.httpAddr != "" {
+		if _, port, err := net.SplitHostPort(o.httpAddr); err != nil || port == "" {
+			return cfg, usageError{fmt.Sprintf("--http-addr %q: want HOST:PORT (127.0.0.1:8090; :8090 for every interface)", o.httpAddr)}
+		}
 	}
 	retries := o.stageRetries
 	if retries == 0 {
@@ -829,6 +855,22 @@ func startError(err error, o *options) error {
 	return fmt.Errorf("--max-event-size %d: %s was made for --max-event-size %d (stream %s, max_msg_size %d); "+
 		"give --max-event-size %d, or set the stream's max_msg_size to %d (nats stream edit %s --max-msg-size %d)",
 		se.MaxPayload, store, se.Fits(), se.Stream, se.Limit, se.Fits(), se.Needs(), se.Stream, se.Needs())
+}
+
+// Values of --log-format.
+const (
+	logText = "text"
+	logJSON = "json"
+)
+
+// newLogger is the process log in --log-format: slog's text or JSON
+// handler, the same records and fields either way.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == logJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // serveDebug exposes pprof on addr until the returned stop is called.
