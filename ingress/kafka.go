@@ -90,6 +90,9 @@ type KafkaConfig struct {
 	// than this is skipped; 0 = vtp.DefaultMaxFrame.
 	MaxEventSize int
 	Node         string // recorded in the Comet-Node header
+	// Timings, if set, is told how long the bus took to store each event
+	// (Stored only).
+	Timings Timings
 
 	Logger *slog.Logger
 }
@@ -166,6 +169,18 @@ const (
 	// SkipInvalidIVORN: an ivorn that fails the IVOID grammar.
 	SkipInvalidIVORN
 )
+
+// maxKafkaSkip is the last KafkaSkip.
+const maxKafkaSkip = SkipInvalidIVORN
+
+// AllKafkaSkips lists every KafkaSkip, in order (see AllRejections).
+func AllKafkaSkips() []KafkaSkip {
+	out := make([]KafkaSkip, 0, maxKafkaSkip)
+	for k := KafkaSkip(1); k <= maxKafkaSkip; k++ {
+		out = append(out, k)
+	}
+	return out
+}
 
 // String is the reason's label in logs and metrics.
 func (k KafkaSkip) String() string {
@@ -505,6 +520,9 @@ func (s *KafkaSource) record(ctx context.Context, r *kgo.Record) bool {
 				"offset", r.Offset, "ivorn", info.IVORN)
 		default:
 			s.accepted.Add(1)
+			if f := s.cfg.Timings.Stored; f != nil {
+				f(time.Since(ev.ReceivedAt)) // set just before the store
+			}
 			if form == kafka.FormRebuilt {
 				s.rebuilt.Add(1)
 			}

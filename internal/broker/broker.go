@@ -22,8 +22,8 @@ import (
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/filter"
 	"github.com/comet-go/comet/ingress"
-	"github.com/comet-go/comet/kafka"
 	"github.com/comet-go/comet/internal/observe"
+	"github.com/comet-go/comet/kafka"
 	"github.com/comet-go/comet/stages"
 	"github.com/comet-go/comet/vtp"
 	"github.com/comet-go/comet/whitelist"
@@ -252,7 +252,7 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 			to  func(time.Duration)
 		}{
 			{&b.cfg.Receiver.Timings.Stored, t.Stored}, {&b.cfg.Receiver.Timings.Acked, t.Acked},
-			{&b.cfg.Subscriber.Timings.Stored, t.Stored},
+			{&b.cfg.Subscriber.Timings.Stored, t.Stored}, {kafkaStored(&b.cfg), t.Stored},
 		} {
 			if *f.set == nil {
 				*f.set = f.to
@@ -332,6 +332,15 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		"signing", cfg.Subscriber.Sign != nil,
 		"receive", addrs(b.recvLns), "broadcast", addrs(b.castLns), "subscribe", cfg.Subscribe, "kafka", cfg.KafkaIn != nil, "kafka_out", cfg.KafkaOut != nil, "bus", b.bus.Describe())
 	return b, nil
+}
+
+// kafkaStored is where the Kafka source's store timing goes (a field
+// nobody reads without KafkaIn).
+func kafkaStored(c *Config) *func(time.Duration) {
+	if c.KafkaIn == nil {
+		return new(func(time.Duration))
+	}
+	return &c.KafkaIn.Source.Timings.Stored
 }
 
 // served is a VTP listener and whether its accept loop still runs.

@@ -17,13 +17,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
+	"github.com/comet-go/comet/internal/kafkatest"
 	"github.com/comet-go/comet/internal/observe"
 	"github.com/comet-go/comet/internal/vtptest"
+	"github.com/comet-go/comet/kafka"
 	"github.com/comet-go/comet/vtp"
 )
 
@@ -340,4 +343,43 @@ func TestUpstreamStatus(t *testing.T) {
 		t.Errorf("upstream after close: %+v", u)
 	}
 	wantValue(t, scrape(t, b), 0, "comet_upstreams_connected", "kind", "vtp")
+}
+
+// A Kafka source is a row among the upstreams (its heartbeat's state) and
+// counts under origin "kafka": events accepted, records skipped by reason.
+func TestKafkaSourceStatus(t *testing.T) {
+	const topic = "gcn.classic.voevent.OBSERVE"
+	c := kafkatest.Start(t, kafkatest.Options{Topics: []string{topic}})
+	b := start(t, func(cfg *broker.Config) {
+		withHTTP(cfg)
+		cfg.Receive, cfg.Broadcast = nil, nil
+		cfg.KafkaIn = &broker.KafkaIn{
+			Conn: kafka.Config{Brokers: c.BrokerList(), SASL: kafka.SASLScramSHA512, User: kafkatest.User,
+				PasswordFile: kafkatest.PasswordFile(t, kafkatest.Password)},
+			Source: ingress.KafkaConfig{Topics: []string{topic}, Group: "observe", Start: ingress.KafkaStartEarliest},
+		}
+	})
+	prod := c.Client()
+	c.Produce(prod, &kgo.Record{Topic: topic, Value: vtptest.WithIVORN(benchEvent(t), "ivo://test.author/kafka#1")},
+		&kgo.Record{Topic: topic, Value: []byte("  ")})
+	if !waitUntil(20*time.Second, func() bool {
+		fams := scrape(t, b)
+		a, _ := value(fams, "comet_events_accepted_total", "origin", "kafka")
+		s, _ := value(fams, "comet_events_rejected_total", "origin", "kafka", "reason", ingress.SkipEmpty.String())
+		return a == 1 && s == 1
+	}) {
+		t.Fatalf("Kafka counts: %+v", statusJSON(t, b).Rejected)
+	}
+	fams := scrape(t, b)
+	wantValue(t, fams, 1, "comet_upstreams", "kind", "kafka")
+	wantValue(t, fams, 0, "comet_events_rejected_total", "origin", "kafka", "reason", "previously_seen")
+	wantValue(t, fams, 1, "comet_bus_store_seconds")
+	st := statusJSON(t, b)
+	if len(st.Upstreams) != 1 || st.Upstreams[0].Kind != "kafka" || st.Upstreams[0].State != "unmonitored" ||
+		st.Upstreams[0].Accepted != 1 || !strings.Contains(st.Upstreams[0].Address, c.BrokerList()[0]) {
+		t.Errorf("Kafka upstream %+v", st.Upstreams)
+	}
+	if _, page := httpGet(t, b, "/"); strings.Count(page, `<tr class="upstream">`) != 1 {
+		t.Error("no Kafka row on the status page")
+	}
 }

@@ -13,9 +13,9 @@ import (
 // Status describes the broker for its HTTP endpoint (observe.Source):
 // the counts of its roles, its listeners, subscribers, upstreams and
 // stages, the readiness checks, and with want.Bus what the bus says.
-// Sources of events other than VTP upstreams (Kafka, issue 14) add their
-// rows to Upstreams with their own Kind and their counts to Accepted under
-// their origin.
+// Sources of events other than VTP upstreams (a Kafka source) add their
+// rows to Upstreams with their own Kind and their counts to Accepted and
+// Rejected under their origin.
 func (b *Broker) Status(ctx context.Context, want observe.Want) *observe.Status {
 	stats := b.Stats()
 	st := &observe.Status{
@@ -71,6 +71,10 @@ func (b *Broker) Status(ctx context.Context, want observe.Want) *observe.Status 
 				Count: stats.UpstreamRejections[r]})
 		}
 	}
+	if b.kafkaSource != nil {
+		st.Identity.Roles = append(st.Identity.Roles, "kafka")
+		b.kafkaStatus(st, stats)
+	}
 	if b.stages != nil {
 		st.Identity.Roles = append(st.Identity.Roles, "stages")
 		for _, name := range b.stages.Names() {
@@ -93,6 +97,25 @@ func (b *Broker) Status(ctx context.Context, want observe.Want) *observe.Status 
 		}
 	}
 	return st
+}
+
+// kafkaStatus adds the Kafka source: its row among the upstreams (State
+// is its heartbeat's: live, stale, waiting or unmonitored) and its counts
+// under origin "kafka": the records it skipped by reason, the events
+// previously seen and the failed attempts to store (each retried).
+func (b *Broker) kafkaStatus(st *observe.Status, stats Stats) {
+	ks, ka := stats.Kafka, stats.KafkaStatus
+	st.Upstreams = append(st.Upstreams, observe.Upstream{Kind: bus.OriginKafka, Address: b.kafkaIn.Describe(),
+		State: ka.State.String(), Since: ka.Since, LastHeartbeat: ka.LastHeartbeat, Accepted: ks.Accepted})
+	st.Accepted[bus.OriginKafka] = ks.Accepted
+	add := func(reason string, n uint64) {
+		st.Rejected = append(st.Rejected, observe.Rejected{Origin: bus.OriginKafka, Reason: reason, Count: n})
+	}
+	for _, k := range ingress.AllKafkaSkips() {
+		add(k.String(), ks.Skipped[k])
+	}
+	add(ingress.RejectPreviouslySeen.String(), ks.Duplicates)
+	add(ingress.RejectStoreFailed.String(), ks.StoreFails)
 }
 
 // busStatus asks the bus what the status shows of it; once a request

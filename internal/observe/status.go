@@ -120,20 +120,25 @@ type Subscriber struct {
 	LastAck       time.Time `json:"last_ack,omitzero"`
 }
 
-// Upstream is one source of events this process subscribes to.
+// Upstream is one source of events this process reads: a VTP broker it
+// subscribes to (kind "vtp": connecting, connected, waiting, stopped) or
+// a Kafka source (kind "kafka": its heartbeat topic shows it live, stale,
+// waiting, or unmonitored without one).
 type Upstream struct {
-	Kind      string    `json:"kind"` // "vtp"
-	Address   string    `json:"address"`
-	State     string    `json:"state"`
-	Since     time.Time `json:"since,omitzero"` // when State began
-	LastEvent time.Time `json:"last_event,omitzero"`
-	NextRetry time.Time `json:"next_retry,omitzero"`
-	LastError string    `json:"last_error,omitempty"`
-	Accepted  uint64    `json:"accepted"`
+	Kind          string    `json:"kind"`
+	Address       string    `json:"address"`
+	State         string    `json:"state"`
+	Since         time.Time `json:"since,omitzero"` // when State began
+	LastEvent     time.Time `json:"last_event,omitzero"`
+	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"` // Kafka's heartbeat topic
+	NextRetry     time.Time `json:"next_retry,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	Accepted      uint64    `json:"accepted"`
 }
 
-// Connected reports whether the source is receiving.
-func (u Upstream) Connected() bool { return u.State == "connected" }
+// Connected reports whether the source is known to be receiving: a VTP
+// upstream connected, a Kafka source whose heartbeat is live.
+func (u Upstream) Connected() bool { return u.State == "connected" || u.State == "live" }
 
 // Stage is one event handler this process runs.
 type Stage struct {
