@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -381,5 +383,51 @@ func TestKafkaSourceStatus(t *testing.T) {
 	}
 	if _, page := httpGet(t, b, "/"); strings.Count(page, `<tr class="upstream">`) != 1 {
 		t.Error("no Kafka row on the status page")
+	}
+}
+
+// The status page in a real browser (Debian's chromium, headless): the
+// DOM it builds has a row per subscriber, and no script ran to make it.
+// CI installs chromium (.ci/run); elsewhere the test is skipped without it.
+func TestStatusPageInABrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("chromium is not installed; .ci/run installs it")
+		}
+		t.Skip("chromium is not installed (apt-get install chromium)")
+	}
+	b := start(t, withHTTP)
+	for range 3 {
+		subscribe(t, b, vtptest.Comet)
+	}
+	ev := vtptest.WithIVORN(benchEvent(t), "ivo://test.author/browser#1")
+	if m, err := vtptest.Submit(recvAddr(b), ev, replyTimeout); err != nil || m.Role != vtp.RoleAck {
+		t.Fatalf("submission: %+v, %v", m, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The flags this machine's closed network needs, and a profile of the
+	// test's own.
+	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+t.TempDir(), "--dump-dom", "http://"+b.HTTPAddr().String()+"/")
+	var dom, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &dom, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, stderr.String())
+	}
+	page := dom.String()
+	if rows := strings.Count(page, `<tr class="subscriber">`); rows != 3 {
+		t.Errorf("the browser's DOM has %d subscriber rows, want 3:\n%s", rows, page)
+	}
+	for _, want := range []string{`<span class="badge ok" id="ready">ready</span>`, `<div class="v" id="subscriber-count">3</div>`,
+		"ivo://test.author/browser#1", "<title>comet test: ready</title>"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the browser's DOM lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "<script") {
+		t.Error("the page has a script")
 	}
 }
