@@ -187,7 +187,8 @@ type labelSelector struct {
 
 type podTemplate struct {
 	Metadata struct {
-		Labels map[string]string `yaml:"labels"`
+		Labels      map[string]string `yaml:"labels"`
+		Annotations map[string]string `yaml:"annotations"`
 	} `yaml:"metadata"`
 	Spec struct {
 		Containers []container `yaml:"containers"`
@@ -195,8 +196,16 @@ type podTemplate struct {
 }
 
 type container struct {
-	Name string `yaml:"name"`
-	Env  []struct {
+	Name  string   `yaml:"name"`
+	Image string   `yaml:"image"`
+	Args  []string `yaml:"args"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	LivenessProbe  *probe `yaml:"livenessProbe"`
+	ReadinessProbe *probe `yaml:"readinessProbe"`
+	Env            []struct {
 		Name  string `yaml:"name"`
 		Value string `yaml:"value"`
 	} `yaml:"env"`
@@ -204,6 +213,13 @@ type container struct {
 		Requests map[string]string `yaml:"requests"`
 		Limits   map[string]string `yaml:"limits"`
 	} `yaml:"resources"`
+}
+
+type probe struct {
+	HTTPGet *struct {
+		Path string `yaml:"path"`
+		Port any    `yaml:"port"` // a name or a number
+	} `yaml:"httpGet"`
 }
 
 func readManifests(t *testing.T) []k8sDoc {
