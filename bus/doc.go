@@ -50,6 +50,9 @@
 //     poison-queue metadata: reason_poisoned (the last error),
 //     handler_poisoned (the stage), topic_poisoned and
 //     subscriber_poisoned. See [Bus.DeadLetterPublisher].
+//   - Stream COMET_REPLAY (file storage, work-queue retention) holds dead
+//     letters handed back to their stage on comet.replay.<stage>, read by
+//     that stage's durable replay-<stage>. See [Bus.Replay].
 //
 // The embedded server's store is locked (LockFile) for as long as the bus
 // is open: one process per store.

@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"net"
 	"os"
 	"sync"
@@ -18,12 +20,41 @@ import (
 	"github.com/comet-go/comet/vtp"
 )
 
+// benchBroker is the broker of BenchmarkSubmit and BenchmarkFanout, as
+// operators run it: with its HTTP endpoint, scraped every second (fifteen
+// times Prometheus's default rate), so that the cost of metrics is in the
+// figures.
+func benchBroker(b *testing.B) *broker.Broker {
+	br := start(b, func(c *broker.Config) { c.Logger = quietLogger(); withHTTP(c) })
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if resp, err := http.Get("http://" + br.HTTPAddr().String() + "/metrics"); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop); <-done })
+	return br
+}
+
 // BenchmarkSubmit measures accepted events per second through a real
 // socket into the in-process broker with its durable embedded bus: parse,
-// schema check, one conditional store on the bus, ack. Run with -cpu and
-// -benchtime; the parallelism is GOMAXPROCS*16 concurrent authors.
+// schema check, one conditional store on the bus, ack (metrics on: see
+// benchBroker). Run with -cpu and -benchtime; the parallelism is
+// GOMAXPROCS*16 concurrent authors.
 func BenchmarkSubmit(b *testing.B) {
-	br := start(b, func(c *broker.Config) { c.Logger = quietLogger() })
+	br := benchBroker(b)
 	tmpl := benchEvent(b)
 	var seq atomic.Int64
 	run := time.Now().UnixNano()
@@ -44,9 +75,9 @@ func BenchmarkSubmit(b *testing.B) {
 }
 
 // BenchmarkFanout measures delivery to 50 subscribers: each op is one
-// event accepted and delivered to every subscriber.
+// event accepted and delivered to every subscriber (metrics on).
 func BenchmarkFanout(b *testing.B) {
-	br := start(b, func(c *broker.Config) { c.Logger = quietLogger() })
+	br := benchBroker(b)
 	const nsubs = 50
 	subs := make([]*vtptest.Subscriber, nsubs)
 	for i := range subs {
