@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/comet-go/comet/accept"
+	"github.com/comet-go/comet/tally"
 )
 
 // DropCause is why a subscriber was disconnected, or refused at connect
@@ -56,15 +57,8 @@ const (
 // maxDropCause is the last DropCause.
 const maxDropCause = DropNak
 
-// AllDropCauses lists every DropCause, in order (see
-// ingress.AllRejections).
-func AllDropCauses() []DropCause {
-	out := make([]DropCause, 0, maxDropCause)
-	for c := DropCause(1); c <= maxDropCause; c++ {
-		out = append(out, c)
-	}
-	return out
-}
+// AllDropCauses lists every DropCause, in order.
+func AllDropCauses() []DropCause { return tally.Values(maxDropCause) }
 
 // String is the cause's label in logs and metrics.
 func (c DropCause) String() string {

@@ -173,14 +173,8 @@ const (
 // maxKafkaSkip is the last KafkaSkip.
 const maxKafkaSkip = SkipInvalidIVORN
 
-// AllKafkaSkips lists every KafkaSkip, in order (see AllRejections).
-func AllKafkaSkips() []KafkaSkip {
-	out := make([]KafkaSkip, 0, maxKafkaSkip)
-	for k := KafkaSkip(1); k <= maxKafkaSkip; k++ {
-		out = append(out, k)
-	}
-	return out
-}
+// AllKafkaSkips lists every KafkaSkip, in order.
+func AllKafkaSkips() []KafkaSkip { return tally.Values(maxKafkaSkip) }
 
 // String is the reason's label in logs and metrics.
 func (k KafkaSkip) String() string {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/comet-go/comet/accept"
+	"github.com/comet-go/comet/tally"
 )
 
 // Rejection is why an event, or the connection that brought it, was
@@ -52,15 +53,8 @@ const (
 // maxRejection is the last Rejection.
 const maxRejection = RejectStoreFailed
 
-// AllRejections lists every Rejection, in order: metrics export each with
-// its count, zero included, so that a rate exists from the start.
-func AllRejections() []Rejection {
-	out := make([]Rejection, 0, maxRejection)
-	for r := Rejection(1); r <= maxRejection; r++ {
-		out = append(out, r)
-	}
-	return out
-}
+// AllRejections lists every Rejection, in order.
+func AllRejections() []Rejection { return tally.Values(maxRejection) }
 
 // UpstreamRejections are the reasons a Subscription counts.
 var UpstreamRejections = []Rejection{RejectNoIVORN, RejectInvalid, RejectPreviouslySeen, RejectStoreFailed}

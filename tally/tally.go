@@ -28,3 +28,14 @@ func (c *Counts[R]) Snapshot() map[R]uint64 {
 	}
 	return out
 }
+
+// Values lists an enumeration whose values run from 1 to last, in order:
+// metrics export each value with its count, zero included, so that a rate
+// exists from the start.
+func Values[R ~uint8](last R) []R {
+	out := make([]R, 0, last)
+	for r := R(1); r <= last && r != 0; r++ {
+		out = append(out, r)
+	}
+	return out
+}

@@ -36,3 +36,12 @@ func TestCountsAddUpAcrossGoroutines(t *testing.T) {
 		t.Fatal("255 not counted")
 	}
 }
+
+func TestValuesListsAnEnumeration(t *testing.T) {
+	if got := Values(second); len(got) != 2 || got[0] != first || got[1] != second {
+		t.Fatalf("Values(second) = %v", got)
+	}
+	if got := Values(reason(255)); len(got) != 255 || got[254] != 255 {
+		t.Fatalf("Values(255) has %d values", len(got))
+	}
+}
