@@ -3,8 +3,8 @@ package broker_test
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/kafkatest"
 	"github.com/comet-go/comet/internal/observe"
+	"github.com/comet-go/comet/internal/tlstest"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/kafka"
 	"github.com/comet-go/comet/vtp"
@@ -429,5 +431,38 @@ func TestStatusPageInABrowser(t *testing.T) {
 	}
 	if strings.Contains(page, "<script") {
 		t.Error("the page has a script")
+	}
+}
+
+// A subscriber on an ssl: listener with clientCA= shows its certificate's
+// subject and fingerprint on the page and in /status.json; a refused
+// handshake is counted by kind in comet_tls_failures_total.
+func TestTLSOnTheStatusPage(t *testing.T) {
+	p := tlstest.NewPKI(t)
+	b := startTLS(t, p, "tls-status", nil, withHTTP)
+	sub := subscribeTLS(t, p, b, "watched")
+	var row observe.Subscriber
+	for _, s := range statusJSON(t, b).Subscribers {
+		if s.Address == sub.LocalAddr() {
+			row = s
+		}
+	}
+	if row.CertSubject != "CN=watched,O=Comet tests" || len(row.CertSHA256) != 95 {
+		t.Errorf("subscriber row %+v", row)
+	}
+	if _, page := httpGet(t, b, "/"); !strings.Contains(page, "CN=watched,O=Comet tests") || !strings.Contains(page, row.CertSHA256) {
+		t.Error("the subscriber's certificate is not on the status page")
+	}
+	conn, err := tls.Dial("tcp", castAddr(b), &tls.Config{RootCAs: p.CA.Pool(), ServerName: "127.0.0.1"})
+	if err == nil {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		conn.Read(make([]byte, 1)) // the refusal comes as an alert
+		conn.Close()
+	}
+	if !waitUntil(5*time.Second, func() bool {
+		v, _ := value(scrape(t, b), "comet_tls_failures_total", "kind", endpoint.FailNoCertificate.String())
+		return v == 1
+	}) {
+		t.Errorf("no TLS failure in the metrics: %v", statusJSON(t, b).TLSFailures)
 	}
 }

@@ -24,6 +24,12 @@ func (b *Broker) Status(ctx context.Context, want observe.Want) *observe.Status 
 		Accepted: map[string]uint64{},
 	}
 	st.Checks = b.ready.Run(ctx)
+	for f, n := range stats.TLSFailures {
+		if st.TLSFailures == nil {
+			st.TLSFailures = map[string]uint64{}
+		}
+		st.TLSFailures[f.String()] += n
+	}
 	st.Ready, _ = observe.Ready(st.Checks)
 	for _, sv := range b.served {
 		st.Listeners = append(st.Listeners, observe.Listener{Role: sv.role, Address: sv.addr, Open: sv.open.Load()})
@@ -52,7 +58,8 @@ func (b *Broker) Status(ctx context.Context, want observe.Want) *observe.Status 
 		}
 		for _, s := range stats.Subscribers {
 			st.Subscribers = append(st.Subscribers, observe.Subscriber{Address: s.Peer, Since: s.Since,
-				Authenticated: s.Authenticated, Key: s.Signer, Filters: s.Filters, Refused: s.Refused,
+				Authenticated: s.Authenticated, Key: s.Signer, CertSubject: s.CertSubject, CertSHA256: s.CertSHA256,
+				Filters: s.Filters, Refused: s.Refused,
 				Queued: s.Queued, InFlight: s.InFlight, Delivered: s.Delivered, Withheld: s.Withheld, LastAck: s.LastAck})
 		}
 	}

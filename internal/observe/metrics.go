@@ -78,6 +78,9 @@ var (
 	rejectedDesc = prometheus.NewDesc("comet_events_rejected_total",
 		"Events, or connections bringing them, turned away, by origin and reason.", []string{"origin", "reason"}, nil)
 
+	tlsFailuresDesc = prometheus.NewDesc("comet_tls_failures_total",
+		"Failed TLS handshakes on the process's TLS endpoints (listeners and upstreams), by kind.", []string{"kind"}, nil)
+
 	subscribersDesc = prometheus.NewDesc("comet_subscribers", "Subscribers connected now.", nil, nil)
 	deliveriesDesc  = prometheus.NewDesc("comet_deliveries_total", "Events written to subscribers.", nil, nil)
 	dropsDesc       = prometheus.NewDesc("comet_subscriber_drops_total",
@@ -116,7 +119,7 @@ var (
 type collector struct{ src Source }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{buildInfo, readyDesc, startDesc, acceptedDesc, rejectedDesc,
+	for _, d := range []*prometheus.Desc{buildInfo, readyDesc, startDesc, acceptedDesc, rejectedDesc, tlsFailuresDesc,
 		subscribersDesc, deliveriesDesc, dropsDesc, broadcastPendingDesc, upstreamsDesc, upstreamsConnectedDesc,
 		stageHandledDesc, deadLettersDesc, deadLettersStoredDesc, stagePendingDesc,
 		busUpDesc, streamMessagesDesc, streamBytesDesc, streamMaxBytesDesc,
@@ -143,6 +146,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range st.Rejected {
 		counter(rejectedDesc, r.Count, r.Origin, r.Reason)
+	}
+	for kind, n := range st.TLSFailures {
+		counter(tlsFailuresDesc, n, kind)
 	}
 	if st.Broadcasting {
 		gauge(subscribersDesc, float64(len(st.Subscribers)))

@@ -49,6 +49,9 @@ type Status struct {
 	// Rejected counts what was turned away, by origin and reason, with a
 	// zero for every reason of each origin this process takes events from.
 	Rejected []Rejected `json:"rejected"`
+	// TLSFailures counts the failed TLS handshakes on the process's TLS
+	// endpoints (listeners and upstreams), by kind; only kinds seen.
+	TLSFailures map[string]uint64 `json:"tls_failures,omitempty"`
 
 	Broadcasting bool         `json:"broadcasting"` // this process serves subscribers
 	Subscribers  []Subscriber `json:"subscribers"`
@@ -111,13 +114,17 @@ type Subscriber struct {
 	Since         time.Time `json:"since"`
 	Authenticated bool      `json:"authenticated"` // it answered the authenticate request
 	Key           string    `json:"key,omitempty"` // the OpenPGP key it signed with (--subscriber-auth)
-	Filters       []string  `json:"filters,omitempty"`
-	Refused       []string  `json:"refused_filters,omitempty"` // filters it sent that never match
-	Queued        int       `json:"queued"`                    // frames waiting in its queue
-	InFlight      int       `json:"in_flight"`                 // events sent, not yet acknowledged
-	Delivered     uint64    `json:"delivered"`
-	Withheld      uint64    `json:"withheld"` // events its filters did not let through
-	LastAck       time.Time `json:"last_ack,omitzero"`
+	// CertSubject and CertSHA256 are its verified client certificate's
+	// subject and fingerprint (an ssl: listener with clientCA=).
+	CertSubject string    `json:"cert_subject,omitempty"`
+	CertSHA256  string    `json:"cert_sha256,omitempty"`
+	Filters     []string  `json:"filters,omitempty"`
+	Refused     []string  `json:"refused_filters,omitempty"` // filters it sent that never match
+	Queued      int       `json:"queued"`                    // frames waiting in its queue
+	InFlight    int       `json:"in_flight"`                 // events sent, not yet acknowledged
+	Delivered   uint64    `json:"delivered"`
+	Withheld    uint64    `json:"withheld"` // events its filters did not let through
+	LastAck     time.Time `json:"last_ack,omitzero"`
 }
 
 // Upstream is one source of events this process reads: a VTP broker it

@@ -53,6 +53,9 @@ func WriteText(w io.Writer, st *Status, now time.Time) error {
 	for _, r := range p.RejectedNonZero() {
 		line("  rejected (%s, %s)\t%d", r.Origin, r.Reason, r.Count)
 	}
+	for kind, n := range st.TLSFailures {
+		line("  TLS handshakes failed (%s)\t%d", kind, n)
+	}
 	if st.Broadcasting {
 		section(fmt.Sprintf("SUBSCRIBERS (%d connected, %d deliveries)", len(st.Subscribers), st.Delivered))
 		if len(st.Subscribers) > 0 {
@@ -60,6 +63,9 @@ func WriteText(w io.Writer, st *Status, now time.Time) error {
 		}
 		for _, s := range st.Subscribers {
 			key := s.Key
+			if s.CertSubject != "" {
+				key = strings.TrimPrefix(key+" cert "+s.CertSubject, " ")
+			}
 			if key == "" {
 				key = "-"
 			}
