@@ -44,12 +44,12 @@ type StreamStats struct {
 }
 
 // Streams returns the state of the streams the bus uses that exist: the
-// event stream, the previously-seen bucket's stream, the dead-letter and
-// replay streams.
+// event stream (which holds the previously-seen records too), the
+// dead-letter and replay streams.
 func (b *Bus) Streams(ctx context.Context) ([]StreamStats, error) {
 	js := b.conns[0].js
 	var out []StreamStats
-	for _, name := range []string{StreamName, "KV_" + SeenBucket, DeadLetterStream, ReplayStream} {
+	for _, name := range []string{StreamName, DeadLetterStream, ReplayStream} {
 		s, err := js.Stream(ctx, name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
