@@ -491,7 +491,7 @@ func (b *Broadcaster) Stats() []SubscriberStats {
 	subs := b.subscribers()
 	out := make([]SubscriberStats, 0, len(subs))
 	for _, s := range subs {
-		st := SubscriberStats{Peer: s.peer, CertSubject: s.cert.Subject, CertSHA256: s.cert.SHA256, Since: s.since, Queued: len(s.queue), Delivered: s.delivered.Load(),
+		st := SubscriberStats{Peer: s.peer, CertSubject: s.cert.Subject, CertSHA256: s.cert.SHA256, Since: s.since, Delivered: s.delivered.Load(),
 			Authenticated: s.authenticated.Load(), Withheld: s.withheld.Load(), OverBudget: s.overBudgetN.Load()}
 		if n := s.lastAck.Load(); n != 0 {
 			st.LastAck = time.Unix(0, n)
@@ -507,6 +507,7 @@ func (b *Broadcaster) Stats() []SubscriberStats {
 			}
 		}
 		s.mu.Lock()
+		st.Queued = len(s.queue)
 		st.InFlight = len(s.inflight)
 		s.mu.Unlock()
 		out = append(out, st)
