@@ -35,10 +35,9 @@ const (
 	DefaultMaxPayload = 1 << 20 // bytes of event payload
 	DefaultReplicas   = 1
 
-	DefaultStreamMaxAge   = 7 * 24 * time.Hour
-	DefaultStreamMaxBytes = 1 << 30
-	DefaultSeenTTL        = 30 * 24 * time.Hour // docs/bus.md §2.3
-	DefaultDupWindow      = 2 * time.Minute     // JetStream Nats-Msg-Id window (dead letters)
+	DefaultStreamMaxAge = 7 * 24 * time.Hour
+	DefaultSeenTTL      = 30 * 24 * time.Hour // docs/bus.md §2.3
+	DefaultDupWindow    = 2 * time.Minute     // JetStream Nats-Msg-Id window (dead letters)
 
 	DefaultAckWait           = 30 * time.Second
 	DefaultInactiveThreshold = 72 * time.Hour
@@ -114,10 +113,17 @@ type Config struct {
 	// record lasts the longer of the two.
 	StreamMaxAge time.Duration
 	SeenTTL      time.Duration
-	// StreamMaxBytes bounds the stream; beyond it the oldest messages go
-	// first, records included, which shortens the previously-seen period
-	// (the bus then logs a warning; see RetentionCheckInterval).
-	StreamMaxBytes int64
+	// MaxStore bounds what the bus stores (--max-store): the event
+	// stream gets 4/5 of it and the dead-letter stream 1/5 (see
+	// DeadLetterShare). Beyond its limit a stream drops its oldest
+	// messages first; on the event stream that includes records, which
+	// shortens the previously-seen period (the bus then logs a warning;
+	// see RetentionCheckInterval). The embedded server refuses to start
+	// when its file system cannot hold MaxStore plus StoreRoom
+	// (*StoreSpaceError), and applies a changed MaxStore to its streams;
+	// on an external system it is the limit of the streams this process
+	// creates, and an existing stream must match.
+	MaxStore int64
 
 	// Consumers (ConsumeEvents).
 	AckWait           time.Duration // redelivery of unacked events
@@ -155,7 +161,7 @@ func (c *Config) setDefaults() error {
 	c.MaxPayload = cmp.Or(c.MaxPayload, DefaultMaxPayload)
 	c.Replicas = cmp.Or(c.Replicas, DefaultReplicas)
 	c.StreamMaxAge = cmp.Or(c.StreamMaxAge, DefaultStreamMaxAge)
-	c.StreamMaxBytes = cmp.Or(c.StreamMaxBytes, DefaultStreamMaxBytes)
+	c.MaxStore = cmp.Or(c.MaxStore, DefaultMaxStore)
 	c.SeenTTL = cmp.Or(c.SeenTTL, DefaultSeenTTL)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.InactiveThreshold = cmp.Or(c.InactiveThreshold, DefaultInactiveThreshold)
@@ -179,13 +185,15 @@ func (c *Config) setDefaults() error {
 		return errors.New("credentials and TLS apply to an external NATS system only")
 	case c.MaxPayload < 0 || c.MaxPayload > server.MAX_PAYLOAD_MAX_SIZE-HeaderRoom:
 		return fmt.Errorf("MaxPayload %d out of range", c.MaxPayload)
-	case c.Replicas < 0 || c.StreamMaxAge < 0 || c.StreamMaxBytes < 0 || c.SeenTTL < 0 ||
+	case c.Replicas < 0 || c.StreamMaxAge < 0 || c.MaxStore < 0 || c.SeenTTL < 0 ||
 		c.AckWait < 0 || c.InactiveThreshold < 0 ||
 		c.MaxAckPending < 0 || c.Prefetch < 0 || c.PrefetchBytes < 0 || c.Conns < 0 || c.RequestTimeout < 0:
 		return errors.New("negative limit")
 	case c.StreamMaxAge < time.Second || c.SeenTTL < time.Second:
 		// JetStream's per-message TTLs and markers count whole seconds.
 		return errors.New("StreamMaxAge and SeenTTL must be at least a second")
+	case c.MaxStore < c.minMaxStore():
+		return &StoreTooSmallError{MaxStore: c.MaxStore, Min: c.minMaxStore(), MaxPayload: c.MaxPayload}
 	}
 	return nil
 }
@@ -246,7 +254,10 @@ type Bus struct {
 	dlMu    sync.Mutex
 	dlReady bool // COMET_DEADLETTER provisioned
 
-	stopWatch context.CancelFunc // ends watchRetention
+	health   *health
+	jsConfig *server.JetStreamConfig // the embedded JetStream's, to restart it
+
+	stopWatch context.CancelFunc // ends watchRetention and watchStore
 	watching  sync.WaitGroup
 }
 
@@ -264,8 +275,9 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("bus: config: %w", err)
 	}
+	now := time.Now()
 	b := &Bus{cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{},
-		stageSubs: map[*stageSubscriber]struct{}{}, opened: time.Now()}
+		stageSubs: map[*stageSubscriber]struct{}{}, opened: now, health: newHealth(now)}
 	if r := cfg.retention(); r.payloadTTL > 0 {
 		b.payloadTTL = strconv.FormatInt(int64(r.payloadTTL/time.Second), 10)
 	}
@@ -276,6 +288,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	wctx, stop := context.WithCancel(context.Background())
 	b.stopWatch = stop
 	b.watching.Go(func() { b.watchRetention(wctx) })
+	b.watching.Go(func() { b.watchStore(wctx) })
 	b.log.Info("bus open", "bus", b.Describe(), "node", cfg.Node)
 	return b, nil
 }
@@ -317,6 +330,9 @@ func (b *Bus) startServer() error {
 	if b.lock, err = lockStore(dir); err != nil {
 		return err
 	}
+	if err := b.cfg.checkStoreSpace(); err != nil {
+		return err
+	}
 
 	opts := &server.Options{
 		ServerName: b.cfg.ServerName,
@@ -326,6 +342,13 @@ func (b *Bus) startServer() error {
 		SyncAlways: b.cfg.SyncAlways,
 		NoSigs:     true, // the process owns its signals
 		DontListen: b.cfg.Listen == "",
+	}
+	// The streams' limits (MaxStore, checked against the free space
+	// above) bound the store. Left unset, the server's own limit would be
+	// 75% of the space free at start, which refuses a store on a disk
+	// that holds it; the file system's size is the true bound.
+	if _, total, err := diskSpace(dir); err == nil && total > 0 {
+		opts.JetStreamMaxStore = total
 	}
 	if b.cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(b.cfg.Listen)
@@ -345,7 +368,7 @@ func (b *Bus) startServer() error {
 	if err != nil {
 		return fmt.Errorf("bus: embedded server: %w", err)
 	}
-	lg := &serverLogger{log: b.log.With("nats-server", b.cfg.ServerName)}
+	lg := &serverLogger{log: b.log.With("nats-server", b.cfg.ServerName), onError: b.health.suspect}
 	srv.SetLoggerV2(lg, b.log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	b.srv = srv
 	srv.Start()
@@ -362,6 +385,7 @@ func (b *Bus) startServer() error {
 	if !srv.JetStreamEnabled() {
 		return errors.New("bus: embedded server started without JetStream")
 	}
+	b.jsConfig = srv.JetStreamConfig()
 	return nil
 }
 
@@ -534,15 +558,21 @@ func (b *Bus) shutdown() error {
 
 // serverLogger sends nats-server's log to slog. Notices (start-up banner
 // and the like) go to debug; warnings and errors stay visible.
+// Every error it logs has the bus check the store at once (onError): a
+// stream that hit a write error says so only in the log.
 type serverLogger struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	err error
+	log     *slog.Logger
+	onError func()
+	mu      sync.Mutex
+	err     error
 }
 
 func (l *serverLogger) Noticef(f string, v ...any) { l.log.Debug(fmt.Sprintf(f, v...)) }
 func (l *serverLogger) Warnf(f string, v ...any)   { l.log.Warn(fmt.Sprintf(f, v...)) }
-func (l *serverLogger) Errorf(f string, v ...any)  { l.log.Error(fmt.Sprintf(f, v...)) }
+func (l *serverLogger) Errorf(f string, v ...any) {
+	l.log.Error(fmt.Sprintf(f, v...))
+	l.onError()
+}
 func (l *serverLogger) Debugf(f string, v ...any)  { l.log.Debug(fmt.Sprintf(f, v...)) }
 func (l *serverLogger) Tracef(f string, v ...any)  {}
 

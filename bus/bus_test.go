@@ -371,7 +371,7 @@ func TestRecordOutlivesPayload(t *testing.T) {
 // A stream at its byte limit evicts its oldest records without markers;
 // CheckRetention reports it, and how far back records still reach.
 func TestRetentionCheckSeesEvictionBySize(t *testing.T) {
-	b := openBus(t, Config{StreamMaxBytes: 64 << 10, MaxPayload: 8 << 10})
+	b := openBus(t, Config{MaxStore: 200 << 10, MaxPayload: 8 << 10}) // 160 KiB of events
 	h, err := b.CheckRetention(ctxT(t))
 	if err != nil || h.Full || h.Short {
 		t.Fatalf("empty stream: %+v, %v", h, err)
@@ -379,7 +379,7 @@ func TestRetentionCheckSeesEvictionBySize(t *testing.T) {
 	first := testEvent(300)
 	first.Payload = append(bytes.Repeat([]byte(" "), 4000), first.Payload...)
 	ingest(t, b, first, Accepted)
-	for i := range 30 {
+	for i := range 60 {
 		ev := testEvent(301 + i)
 		ev.Payload = append(bytes.Repeat([]byte(" "), 4000), ev.Payload...)
 		ingest(t, b, ev, Accepted)

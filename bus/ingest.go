@@ -95,6 +95,11 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 		return 0, fmt.Errorf("bus: ingest: %w", err)
 	}
 	ev.SHA1 = Digest(ev.Payload)
+	st := b.health.state.Load()
+	if st.err != nil {
+		// Refused at once: the bus said once why, and tries again itself.
+		return 0, fmt.Errorf("bus: storing %s: %w", ev.SHA1, st.err)
+	}
 	c := b.pick()
 	msg := b.message(ev)
 	var unsure error // why an earlier store of this call may have succeeded
@@ -104,7 +109,7 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 		// Each store gets RequestTimeout, not the whole of ctx: a reply
 		// lost with a dying NATS node would otherwise hold the author
 		// until its deadline.
-		pa, err := c.store(ctx, msg, b.cfg.RequestTimeout)
+		pa, err := c.store(ctx, msg, b.cfg.RequestTimeout, st.failed, b.health.suspect)
 		switch {
 		case err == nil && pa.Stream == StreamName:
 			return Accepted, nil
@@ -125,7 +130,16 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 			if time.Since(replicating) > b.cfg.RequestTimeout || !sleepCtx(ctx, InFlightRetryPause) {
 				return 0, fmt.Errorf("bus: storing %s: another store of it still unresolved: %w", ev.SHA1, err)
 			}
+		case errors.Is(err, errStoreFailed):
+			// Our store may have been written just before the fault: the
+			// stream still answers reads, and whoseStore tells.
+			out, err := b.whoseStore(ctx, msg, b.health.state.Load().err)
+			if err != nil && !errors.Is(err, ErrStoreUnavailable) {
+				err = fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+			}
+			return out, err
 		case storeRefused(err):
+			b.setFailing(err)
 			return 0, fmt.Errorf("bus: storing %s: %w: %w", ev.SHA1, ErrStoreUnavailable, err)
 		case outcomeUnknown(err):
 			unsure = err
@@ -141,23 +155,38 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 
 // store publishes m and waits up to timeout (or the end of ctx) for the
 // stream's acknowledgement. The publish is asynchronous, its answer one
-// awaited future: cheaper than a request per event.
-func (c *conn) store(ctx context.Context, m *nats.Msg, timeout time.Duration) (*jetstream.PubAck, error) {
+// awaited future: cheaper than a request per event. If failed (may be
+// nil) is closed meanwhile, it returns errStoreFailed; if the answer takes
+// StoreSuspectAfter, it calls suspect (may be nil) once.
+func (c *conn) store(ctx context.Context, m *nats.Msg, timeout time.Duration, failed <-chan struct{}, suspect func()) (*jetstream.PubAck, error) {
 	f, err := c.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, err
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case pa := <-f.Ok():
-		return pa, nil
-	case err := <-f.Err():
-		return nil, err
-	case <-t.C:
-		return nil, jetstream.ErrAsyncPublishTimeout
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	var late <-chan time.Time
+	if suspect != nil {
+		s := time.NewTimer(StoreSuspectAfter)
+		defer s.Stop()
+		late = s.C
+	}
+	for {
+		select {
+		case pa := <-f.Ok():
+			return pa, nil
+		case err := <-f.Err():
+			return nil, err
+		case <-t.C:
+			return nil, jetstream.ErrAsyncPublishTimeout
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-failed:
+			return nil, errStoreFailed
+		case <-late:
+			late = nil
+			suspect()
+		}
 	}
 }
 

@@ -68,6 +68,14 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 				return b.upgradeStream(ctx, to)
 			}
 		}
+		if resized := have; b.srv != nil {
+			// The embedded store is this process's own: its size follows
+			// MaxStore.
+			resized.MaxBytes = want.MaxBytes
+			if !streamDiff(resized, want).any() {
+				return b.resizeStream(ctx, resized, have.MaxBytes)
+			}
+		}
 		if len(d) == 1 && have.MaxMsgSize != want.MaxMsgSize {
 			// Made by a process with another MaxPayload: say so in its terms.
 			return nil, &SizeMismatchError{Stream: want.Name, MaxPayload: b.cfg.MaxPayload, Limit: int64(have.MaxMsgSize)}
@@ -79,6 +87,7 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 
 func (b *Bus) streamConfig() jetstream.StreamConfig {
 	r := b.cfg.retention()
+	events, _ := b.cfg.streamLimits()
 	return jetstream.StreamConfig{
 		Name:              StreamName,
 		Description:       "Comet VOEvents, payload = bytes as received",
@@ -87,7 +96,7 @@ func (b *Bus) streamConfig() jetstream.StreamConfig {
 		Discard:           jetstream.DiscardOld, // never refuse a new event
 		Storage:           jetstream.FileStorage,
 		MaxAge:            r.maxAge,
-		MaxBytes:          b.cfg.StreamMaxBytes,
+		MaxBytes:          events,
 		MaxMsgs:           -1,
 		MaxMsgsPerSubject: 1, // one record per payload; and no TTL below the markers' (see retention)
 		MaxMsgSize:        int32(b.cfg.msgLimit()),
@@ -135,4 +144,17 @@ func streamDiff(have, want jetstream.StreamConfig) differences {
 	d.add("allow_rollup_hdrs", have.AllowRollup, want.AllowRollup)
 	d.add("deny_purge", have.DenyPurge, want.DenyPurge)
 	return d
+}
+
+// resizeStream gives the embedded store's stream to.MaxBytes (was).
+// Lowering it below what the stream holds drops its oldest messages.
+func (b *Bus) resizeStream(ctx context.Context, to jetstream.StreamConfig, was int64) (jetstream.Stream, error) {
+	s, err := b.conns[0].js.UpdateStream(ctx, to)
+	if err != nil {
+		return nil, fmt.Errorf("bus: stream %s: changing its size limit from %s to %s: %w", to.Name,
+			FormatSize(was), FormatSize(to.MaxBytes), err)
+	}
+	b.log.Info("stream size limit changed to follow the store's", "stream", to.Name,
+		"from", FormatSize(was), "to", FormatSize(to.MaxBytes))
+	return s, nil
 }

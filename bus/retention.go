@@ -120,7 +120,7 @@ func (b *Bus) watchRetention(ctx context.Context) {
 		case h.Short && time.Since(warned) >= RetentionWarnEvery:
 			warned = time.Now()
 			b.log.Warn("event store full: the oldest records are evicted by size, so the previously-seen period is shorter than configured; raise the stream's size limit",
-				"stream", StreamName, "max_bytes", b.cfg.StreamMaxBytes, "oldest_record", h.Oldest.Round(time.Second),
+				"stream", StreamName, "max_bytes", b.stream.CachedInfo().Config.MaxBytes, "oldest_record", h.Oldest.Round(time.Second),
 				"seen_ttl", b.cfg.SeenTTL)
 		case !h.Short && !warned.IsZero():
 			warned = time.Time{}

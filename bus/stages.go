@@ -63,8 +63,10 @@ const (
 	// MaxDeadLetterRead caps what one DeadLetters call returns.
 	MaxDeadLetterRead = 10000
 
-	DefaultDeadLetterMaxAge   = 30 * 24 * time.Hour // how long dead letters are kept
-	DefaultDeadLetterMaxBytes = 256 << 20           // oldest dead letters go first beyond this
+	// DefaultDeadLetterMaxAge is how long dead letters are kept; beyond
+	// the stream's share of MaxStore (DeadLetterShare) the oldest go
+	// first.
+	DefaultDeadLetterMaxAge = 30 * 24 * time.Hour
 )
 
 // StageOptions configures a stage subscriber. Zero values take the
@@ -460,6 +462,7 @@ func (b *Bus) DeadLetterPublisher() (message.Publisher, error) {
 }
 
 func (b *Bus) deadLetterConfig() jetstream.StreamConfig {
+	_, size := b.cfg.streamLimits()
 	return jetstream.StreamConfig{
 		Name:              DeadLetterStream,
 		Description:       "Comet events a stage gave up on, payload = event bytes as received",
@@ -468,7 +471,7 @@ func (b *Bus) deadLetterConfig() jetstream.StreamConfig {
 		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
 		MaxAge:            DefaultDeadLetterMaxAge,
-		MaxBytes:          DefaultDeadLetterMaxBytes,
+		MaxBytes:          size,
 		MaxMsgs:           -1,
 		MaxMsgsPerSubject: -1,
 		MaxMsgSize:        int32(b.cfg.msgLimit()),
