@@ -573,8 +573,8 @@ func (l *serverLogger) Errorf(f string, v ...any) {
 	l.log.Error(fmt.Sprintf(f, v...))
 	l.onError()
 }
-func (l *serverLogger) Debugf(f string, v ...any)  { l.log.Debug(fmt.Sprintf(f, v...)) }
-func (l *serverLogger) Tracef(f string, v ...any)  {}
+func (l *serverLogger) Debugf(f string, v ...any) { l.log.Debug(fmt.Sprintf(f, v...)) }
+func (l *serverLogger) Tracef(f string, v ...any) {}
 
 // Fatalf is recorded, not fatal: the embedded server must not exit the
 // process; Open reports it instead.
