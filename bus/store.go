@@ -42,11 +42,14 @@ func (c *Config) streamLimits() (events, deadLetters int64) {
 	return c.MaxStore - deadLetters, deadLetters
 }
 
-// minMaxStore is the smallest MaxStore that gives each stream room for
-// its largest messages.
-func (c *Config) minMaxStore() int64 {
-	return int64(MinStoreEvents*c.msgLimit()) * DeadLetterShare / (DeadLetterShare - 1)
+// MinMaxStore is the smallest MaxStore for events of up to maxPayload
+// bytes: the event stream's share holds MinStoreEvents of the largest
+// messages.
+func MinMaxStore(maxPayload int) int64 {
+	return int64(MinStoreEvents*(maxPayload+HeaderRoom)) * DeadLetterShare / (DeadLetterShare - 1)
 }
+
+func (c *Config) minMaxStore() int64 { return MinMaxStore(c.MaxPayload) }
 
 // StoreSpaceError is an embedded store whose file system cannot hold
 // MaxStore: Free bytes are free there and the store already takes Used,

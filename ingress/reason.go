@@ -10,7 +10,8 @@ import (
 // Rejection is why an event, or the connection that brought it, was
 // turned away. The receiver counts them (Receiver.Rejections), and so do
 // subscriptions for the upstream events they ack but do not relay
-// (Subscription.Rejections). Refusals at accept have accept's values.
+// (Subscription.Rejections), and the events they could not store.
+// Refusals at accept have accept's values.
 type Rejection uint8
 
 const (
@@ -46,7 +47,8 @@ const (
 	// RejectPreviouslySeen: stored before; nak (upstream: acked).
 	RejectPreviouslySeen
 	// RejectStoreFailed: the bus did not store the event; no reply, so
-	// the author retries (upstream: acked, not relayed).
+	// the author retries (upstream: not acked, the connection closed, so
+	// that the upstream keeps it).
 	RejectStoreFailed
 )
 

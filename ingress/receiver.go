@@ -307,7 +307,13 @@ func (r *Receiver) handle(conn net.Conn) {
 		// Not stored, so no ack; and no nak, which would be permanent for
 		// this document (VTP 2.0): silence tells the author to retry.
 		r.rejected.Add(RejectStoreFailed)
-		log.Error("could not store event; no reply so the author retries", "err", err)
+		if errors.Is(err, bus.ErrStoreUnavailable) {
+			// The bus said once that the store is failing; one line per
+			// author here would flood the log.
+			log.Debug("store not taking writes; closed without a reply so the author retries", "err", err)
+		} else {
+			log.Error("could not store event; no reply so the author retries", "err", err)
+		}
 	case outcome == bus.Duplicate:
 		reject(RejectPreviouslySeen, DuplicateReason)
 	default:

@@ -116,7 +116,10 @@ func (c *SubscriberConfig) setDefaults() error {
 // Subscription keeps one connection to an upstream broker's broadcaster
 // and feeds its events into the bus through the same check-and-store as
 // authored events (without the schema check, as Comet). It acknowledges
-// every event and never naks (docs/vtp.md §4.2).
+// every event it has stored or turned away and never naks (docs/vtp.md
+// §4.2); an event the bus could not store is not acknowledged: the
+// connection is closed, so that the upstream keeps the event for when
+// this broker comes back (a Comet for Go upstream replays it).
 type Subscription struct {
 	target     endpoint.Endpoint
 	dialer     *endpoint.Dialer
@@ -240,7 +243,7 @@ func (s *Subscription) selected(payload []byte) bool {
 }
 
 // Rejections counts, by reason, the upstream events this subscription
-// acked without relaying them.
+// acked without relaying them, and those it could not store (not acked).
 func (s *Subscription) Rejections() map[Rejection]uint64 { return s.rejected.Snapshot() }
 
 // TLSFailures counts the failed TLS handshakes with a tls: upstream, by
@@ -355,7 +358,9 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 				continue
 			}
 			s.lastEvent.Store(lastValid.UnixNano())
-			s.ingest(ctx, payload, info, peer, log)
+			if err := s.ingest(ctx, payload, info, peer, log); err != nil {
+				return err
+			}
 			if err := s.write(conn, vtp.Ack(info.IVORN, s.cfg.LocalIVO, time.Now())); err != nil {
 				return err
 			}
@@ -364,15 +369,16 @@ func (s *Subscription) connectAndServe(ctx context.Context, log *slog.Logger) er
 }
 
 // ingest records and stores one upstream event through relay, the path
-// Kafka records take too. Whatever happens, the caller acks: a
-// subscriber never naks.
-func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent.Info, peer string, log *slog.Logger) {
+// Kafka records take too. The caller acks unless it returns an error: the
+// event was not stored, and the connection is to be closed without an ack
+// (a subscriber never naks).
+func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent.Info, peer string, log *slog.Logger) error {
 	log = log.With("ivorn", info.IVORN)
 	ev, outcome, err := relay(ctx, s.store, payload, info, s.selected, bus.OriginUpstream, peer, s.cfg.Node)
 	switch {
 	case err != nil:
 		s.rejected.Add(RejectStoreFailed)
-		log.Error("could not store event from upstream; acked, not relayed", "err", err)
+		return fmt.Errorf("event %s not stored, so not acked; closing the connection so that the upstream keeps it: %w", info.IVORN, err)
 	case outcome == relayInvalidIVORN:
 		s.rejected.Add(RejectInvalid)
 		log.Warn("event with an invalid IVOID from upstream; acked, not relayed")
@@ -388,6 +394,7 @@ func (s *Subscription) ingest(ctx context.Context, payload []byte, info *voevent
 		}
 		log.Info("event accepted from upstream", "sha1", ev.SHA1, "role", ev.Role)
 	}
+	return nil
 }
 
 // answer replies to iamalive and authenticate; receipts are only logged.

@@ -50,6 +50,14 @@ var version = "0.1.0-dev"
 // submissions before the process exits anyway.
 const DefaultShutdownTimeout = 30 * time.Second
 
+// ExitStoreFailed is the exit status when the embedded event store
+// stopped taking writes and could not be recovered within the process
+// (bus.ErrStoreUnrecoverable): a restart by the service manager, once the
+// disk takes writes, starts afresh. 74 is sysexits' EX_IOERR. Other
+// statuses: 0 a clean stop, 1 a fatal service error or an unclean stop,
+// 2 a bad command line or a failed start.
+const ExitStoreFailed = 74
+
 // Connection limits per listener (--max-connections,
 // --max-connections-per-peer): far above what real authors and subscribers
 // use, low enough that one source cannot take every file descriptor.
@@ -179,6 +187,9 @@ wait:
 		case err := <-b.Err():
 			logger.Error("fatal service error; shutting down", "err", err)
 			status = 1
+			if errors.Is(err, bus.ErrStoreUnrecoverable) {
+				status = ExitStoreFailed
+			}
 			break wait
 		}
 	}
@@ -186,7 +197,7 @@ wait:
 	defer cancel()
 	if err := b.Shutdown(sctx); err != nil {
 		logger.Error("unclean shutdown", "err", err)
-		status = 1
+		status = max(status, 1)
 	}
 	return status
 }
@@ -228,6 +239,7 @@ type options struct {
 	writeTimeout              time.Duration
 	shutdownTimeout           time.Duration
 	syncAlways, showVersion   bool
+	maxStore                  sizeOpt
 	debugAddr                 string
 	httpAddr                  string
 	logFormat                 string
@@ -279,7 +291,7 @@ var usage = cli.Layout{Head: usageHead, Optional: optionalValue, Variadic: zeroO
 	{Title: "OpenPGP", Names: [][]string{{"sender-auth"}, {"subscriber-auth"}, {"trusted-keys"}, {"public-keys"}, {"auth-timeout"},
 		{"key-id"}, {"passphrase-file"}, {"secret-keys"}, {"sign"}}},
 	{Title: "Bus: where events are stored and shared", Names: [][]string{{"eventdb"}, {"nats"}, {"nats-creds"}, {"nats-tls-ca"},
-		{"nats-tls-cert"}, {"nats-tls-key"}, {"nats-listen"}, {"replicas"}, {"sync-always"}}},
+		{"nats-tls-cert"}, {"nats-tls-key"}, {"nats-listen"}, {"replicas"}, {"sync-always"}, {"max-store"}}},
 	{Title: "Limits", Names: [][]string{{"max-event-size"}, {"max-connections"}, {"max-connections-per-peer"},
 		{"filter-budget"}, {"subscriber-queue"}, {"queue-wait"}, {"max-in-flight"}, {"ack-stall-timeout"}, {"max-unacked"},
 		{"write-timeout"}, {"linger-timeout"}}},
@@ -300,7 +312,7 @@ form.
 // after writing the usage to stdout; any other mistake is one line
 // ending in "see comet -h".
 func parseArgs(args []string, stdout io.Writer) (*options, error) {
-	o := &options{testInterval: secondsOpt(egress.DefaultTestInterval)}
+	o := &options{testInterval: secondsOpt(egress.DefaultTestInterval), maxStore: bus.DefaultMaxStore}
 	fs := o.flags()
 	err := fs.Parse(regroup(args))
 	if errors.Is(err, flag.ErrHelp) {
@@ -393,6 +405,7 @@ func (o *options) flags() *flag.FlagSet {
 	fs.DurationVar(&o.writeTimeout, "write-timeout", egress.DefaultWriteTimeout, "longest a write to one subscriber may block before it is dropped")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "fsync every bus write: survives power loss, costs throughput")
+	fs.Var(&o.maxStore, "max-store", "most the bus stores, as a `SIZE` (64MB, 2GiB; K, M, G, T are powers of 1024): 4/5 for events and their previously-seen records, 1/5 for dead letters; the embedded store's file system must hold it and 1/8 more (docs/bus.md §4.2)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	o.kafka.register(fs)
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on `HOST:PORT` (for profiling; keep it on loopback)")
@@ -453,6 +466,7 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 			URL:        o.nats.url,
 			Listen:     o.natsListen,
 			SyncAlways: o.syncAlways,
+			MaxStore:   int64(o.maxStore),
 		},
 		Receiver: ingress.ReceiverConfig{
 			Timeout:       o.receiveTimeout,
@@ -531,6 +545,10 @@ func (o *options) config(logger *slog.Logger) (broker.Config, error) {
 	}
 	if o.maxEventSize < 1 || o.maxEventSize > 64<<20 {
 		return cfg, usageError{"--max-event-size must be between 1 and 67108864"}
+	}
+	if min := bus.MinMaxStore(o.maxEventSize); int64(o.maxStore) < min {
+		return cfg, usageError{fmt.Sprintf("--max-store %s is too small for --max-event-size %d: give at least %s",
+			bus.FormatSize(int64(o.maxStore)), o.maxEventSize, bus.FormatSize(min))}
 	}
 	if o.nats.url == "" && o.eventDB == "" {
 		return cfg, usageError{"--eventdb must name a directory"}
@@ -789,6 +807,23 @@ type listValues []string
 func (l *listValues) String() string     { return strings.Join(*l, " ") }
 func (l *listValues) Set(v string) error { *l = append(*l, v); return nil }
 
+// sizeOpt is a size in bytes given as 64MB, 1.5GiB or 1048576
+// (bus.ParseSize); more than 0.
+type sizeOpt int64
+
+func (z *sizeOpt) String() string { return bus.FormatSize(int64(*z)) }
+func (z *sizeOpt) Set(v string) error {
+	n, err := bus.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	if n <= 0 {
+		return errors.New("must be more than 0")
+	}
+	*z = sizeOpt(n)
+	return nil
+}
+
 // secondsOpt is a duration given as Comet's whole seconds ("3600") or as a
 // Go duration ("1h"); not negative.
 type secondsOpt time.Duration
@@ -838,6 +873,13 @@ func startError(err error, o *options) error {
 			holder = fmt.Sprintf("process %d", locked.PID)
 		}
 		return fmt.Errorf("--eventdb %s is in use by %s; one process per store: give this one its own --eventdb", locked.Dir, holder)
+	}
+	var space *bus.StoreSpaceError
+	if errors.As(err, &space) {
+		return fmt.Errorf("--max-store %s does not fit in --eventdb %s: its file system has %s free and the store takes %s, "+
+			"but %s are needed (the limit and %s for the server's own files); give --max-store %s or less, or free space",
+			bus.FormatSize(space.MaxStore), space.Dir, bus.FormatSize(space.Free), bus.FormatSize(space.Used),
+			bus.FormatSize(space.MaxStore+space.Room), bus.FormatSize(space.Room), bus.FormatSize(space.Fits()))
 	}
 	var se *bus.SizeMismatchError
 	if !errors.As(err, &se) {

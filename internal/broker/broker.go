@@ -312,6 +312,15 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 	for _, sub := range b.upstreams {
 		b.serve(&b.running, func() error { sub.Run(runCtx); return nil }, nil)
 	}
+	// A store the bus cannot recover in this process is fatal (Err).
+	b.serve(&b.running, func() error {
+		select {
+		case err := <-b.bus.Failed():
+			return err
+		case <-runCtx.Done():
+			return nil
+		}
+	}, nil)
 	if b.kafkaSource != nil {
 		b.serve(&b.running, func() error { return b.kafkaSource.Run(runCtx) }, nil)
 	}
@@ -551,7 +560,8 @@ type Stats struct {
 	// connections turned away.
 	Rejections map[ingress.Rejection]uint64
 	// UpstreamRejections are the events from upstream brokers acked but
-	// not relayed, by reason, over every subscription.
+	// not relayed, and those not stored (not acked), by reason, over every
+	// subscription.
 	UpstreamRejections map[ingress.Rejection]uint64
 	// Drops are the broadcaster's subscribers disconnected or refused at
 	// connect, by cause.
