@@ -15,11 +15,21 @@ import (
 // is skipped with a one-line reason.
 func Tmpfs(t testing.TB, size int64) string {
 	t.Helper()
+	return MountTmpfs(t, t.TempDir(), size, "")
+}
+
+// MountTmpfs mounts a tmpfs of size bytes on dir, with more mount options
+// if opts is not empty (uid=, mode=), as Tmpfs does.
+func MountTmpfs(t testing.TB, dir string, size int64, opts string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a small tmpfs under the store")
 	}
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(size, 10), "tmpfs", dir).CombinedOutput()
+	o := "size=" + strconv.FormatInt(size, 10)
+	if opts != "" {
+		o += "," + opts
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", o, "tmpfs", dir).CombinedOutput()
 	if err != nil {
 		t.Skipf("cannot mount a tmpfs (%v): %s", err, out)
 	}
