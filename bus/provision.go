@@ -29,17 +29,27 @@ func (b *Bus) provision(ctx context.Context) error {
 
 // findOrCreate looks something up (a stream, a bucket, a consumer),
 // creates it when find fails with notFound, and looks again when create
-// fails with exists: another process created it meanwhile.
+// fails with exists: another process created it meanwhile. On a cluster
+// that second look may still find nothing (the new stream or consumer has
+// no leader yet); the error then wraps errNotSettled, which
+// retryUnanswered repeats.
 func findOrCreate[T any](ctx context.Context, find, create func(context.Context) (T, error), notFound, exists error) (T, error) {
 	v, err := find(ctx)
 	if errors.Is(err, notFound) {
 		v, err = create(ctx)
 		if errors.Is(err, exists) {
 			v, err = find(ctx)
+			if errors.Is(err, notFound) {
+				err = fmt.Errorf("%w: %w", errNotSettled, err)
+			}
 		}
 	}
 	return v, err
 }
+
+// errNotSettled is something another process has just created that the
+// cluster cannot show yet.
+var errNotSettled = errors.New("created by another process but not found yet")
 
 // ensureStream finds or creates the stream want describes, repeating while
 // the cluster does not answer, and checks the settings that matter. An
