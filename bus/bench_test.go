@@ -104,3 +104,61 @@ func benchIngest(b *testing.B, bus *Bus) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	}
 }
+
+// BenchmarkStoreBytes measures what the store takes per event, for sizing
+// --max-store (docs/bus.md §4.2): 2,000 unique 5.7 KB GCN events (the
+// workload of BenchmarkIngest) are stored, then their payloads expire and
+// delete markers take their place. It reports the stream's bytes per event
+// and per marker (what MaxStore bounds) and the store directory's bytes per
+// event (what the disk holds; the blocks that expiry empties are compacted
+// or removed later, within the room kept beside MaxStore). Run it with
+// -benchtime=1x; it takes a few seconds of waiting for the markers.
+func BenchmarkStoreBytes(b *testing.B) {
+	const events = 2000
+	for range b.N {
+		bus := openBus(b, Config{StreamMaxAge: 2 * time.Second, SeenTTL: time.Hour})
+		dir := bus.cfg.StoreDir
+		before := dirSize(dir)
+		benchIngestN(b, bus, events)
+		info, err := bus.stream.Info(ctxT(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		streamEvent := float64(info.State.Bytes) / events
+		diskEvent := float64(dirSize(dir)-before) / events
+		// Every payload expires and leaves a marker.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if info, err = bus.stream.Info(ctxT(b)); err != nil {
+				b.Fatal(err)
+			}
+			if info.State.Msgs == events && info.State.Bytes < events*1000 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("markers not in place: %+v", info.State)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.ReportMetric(streamEvent, "stream-B/event")
+		b.ReportMetric(diskEvent, "disk-B/event")
+		b.ReportMetric(float64(info.State.Bytes)/events, "stream-B/marker")
+	}
+}
+
+// benchIngestN stores n unique events of BenchmarkIngest's workload.
+func benchIngestN(b *testing.B, bus *Bus, n int) {
+	base, err := os.ReadFile("../testdata/bench/gbm_flt_pos_v20.xml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		p := bytes.Replace(base, []byte(`_45-956"`), []byte("_45-956_"+strconv.Itoa(i)+`"`), 1)
+		ev := &Event{Payload: p, IVORN: "ivo://nasa.gsfc.gcn/Fermi#GBM_Flt_Pos_" + strconv.Itoa(i),
+			Role: "observation", Origin: OriginAuthor, Peer: "127.0.0.1:40000",
+			Signature: SignatureUnchecked, ReceivedAt: time.Now()}
+		if o, err := bus.Ingest(ctxT(b), ev); err != nil || o != Accepted {
+			b.Fatalf("Ingest = %v, %v", o, err)
+		}
+	}
+}

@@ -29,9 +29,11 @@ const (
 // StoreRoom is what the embedded server needs on the store's file system
 // beyond MaxStore: its own files (stream indexes, consumer state, the
 // meta data), blocks not yet compacted after deletions, and a margin, so
-// that a store at its limit never fills the disk itself. It is 1/8 of
-// MaxStore and at least StoreRoomMin.
-const StoreRoomMin = 16 << 20
+// that a store at its limit never fills the disk itself: a stream's
+// blocks are at most 8 MiB, and its newest block, and one being compacted,
+// may hold deleted messages. It is 1/8 of MaxStore and at least
+// StoreRoomMin.
+const StoreRoomMin = 32 << 20
 
 // storeRoom is the room needed beside maxStore (see StoreRoomMin).
 func storeRoom(maxStore int64) int64 { return max(maxStore/8, StoreRoomMin) }
