@@ -34,7 +34,9 @@
 //     the remaining 23 days (the stream's subject_delete_marker_ttl).
 //     Messages without data are records, never events: skip them.
 //     Eviction by the stream's size limit leaves no marker; the bus warns
-//     when it happens (see [Bus.CheckRetention]).
+//     when it happens (see [Bus.CheckRetention]). The record on
+//     comet.event._._._.<ProbeSHA1> is the bus's probe of a failing
+//     store (see [Bus.StoreStatus]).
 //   - The KV bucket comet_seen held the records before they moved onto
 //     the stream; Open migrates an existing one and deletes it.
 //   - Broadcasters consume through durable pull consumers whose names the
@@ -44,7 +46,7 @@
 //     stage-print-event, stage-save-event, stage-cmd-<base>-<hash> for a
 //     --cmd. See [Bus.StageSubscriber].
 //   - Stream COMET_DEADLETTER (file storage, limits retention, 30 days,
-//     256 MiB) holds the events a stage gave up on, on the subject
+//     1/DeadLetterShare of MaxStore) holds the events a stage gave up on, on the subject
 //     comet.deadletter.<stage>: the data is the event exactly as received,
 //     the headers are the event's Comet-* headers plus Watermill's
 //     poison-queue metadata: reason_poisoned (the last error),
