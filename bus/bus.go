@@ -114,8 +114,8 @@ type Config struct {
 	StreamMaxAge time.Duration
 	SeenTTL      time.Duration
 	// MaxStore bounds what the bus stores (--max-store): the event
-	// stream gets 4/5 of it and the dead-letter stream 1/5 (see
-	// DeadLetterShare). Beyond its limit a stream drops its oldest
+	// stream gets 2/3 of it, the dead-letter and replay streams 1/6 each
+	// (see StageShare). Beyond its limit a stream drops its oldest
 	// messages first; on the event stream that includes records, which
 	// shortens the previously-seen period (the bus then logs a warning;
 	// see RetentionCheckInterval). The embedded server refuses to start

@@ -46,7 +46,7 @@
 //     stage-print-event, stage-save-event, stage-cmd-<base>-<hash> for a
 //     --cmd. See [Bus.StageSubscriber].
 //   - Stream COMET_DEADLETTER (file storage, limits retention, 30 days,
-//     1/DeadLetterShare of MaxStore) holds the events a stage gave up on, on the subject
+//     1/StageShare of MaxStore) holds the events a stage gave up on, on the subject
 //     comet.deadletter.<stage>: the data is the event exactly as received,
 //     the headers are the event's Comet-* headers plus Watermill's
 //     poison-queue metadata: reason_poisoned (the last error),

@@ -26,7 +26,7 @@ func TestMigrateTwoWriteStore(t *testing.T) {
 	old := jetstream.StreamConfig{ // as the two-write layout provisioned it
 		Name: StreamName, Subjects: []string{SubjectPrefix + ">"}, Retention: jetstream.LimitsPolicy,
 		Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage, MaxAge: DefaultStreamMaxAge,
-		MaxBytes: DefaultMaxStore - DefaultMaxStore/DeadLetterShare, MaxMsgs: -1, MaxMsgsPerSubject: -1,
+		MaxBytes: DefaultMaxStore - 2*(DefaultMaxStore/StageShare), MaxMsgs: -1, MaxMsgsPerSubject: -1,
 		MaxMsgSize: int32(DefaultMaxPayload + HeaderRoom), Duplicates: DefaultDupWindow, Replicas: 1,
 	}
 	if _, err := js.CreateStream(ctx, old); err != nil {

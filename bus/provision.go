@@ -97,7 +97,7 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig,
 
 func (b *Bus) streamConfig() jetstream.StreamConfig {
 	r := b.cfg.retention()
-	events, _ := b.cfg.streamLimits()
+	events, _, _ := b.cfg.streamLimits()
 	return jetstream.StreamConfig{
 		Name:              StreamName,
 		Description:       "Comet VOEvents, payload = bytes as received",

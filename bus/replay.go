@@ -28,9 +28,6 @@ const (
 	// ReplayDurablePrefix starts the durable consumer of a stage's
 	// replays: "replay-<name>".
 	ReplayDurablePrefix = "replay-"
-	// DefaultReplayMaxBytes bounds the replay stream; the oldest replays
-	// that no stage took go first beyond it.
-	DefaultReplayMaxBytes = DefaultDeadLetterMaxBytes
 )
 
 // ReplaySubject is the subject of a stage's replays.
@@ -98,6 +95,7 @@ func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]DeadLetter, erro
 const reasonPoisoned = "reason_poisoned"
 
 func (b *Bus) replayConfig() jetstream.StreamConfig {
+	_, _, replays := b.cfg.streamLimits()
 	return jetstream.StreamConfig{
 		Name:              ReplayStream,
 		Description:       "Comet dead letters handed back to their stage, payload = event bytes as received",
@@ -106,7 +104,7 @@ func (b *Bus) replayConfig() jetstream.StreamConfig {
 		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
 		MaxAge:            DefaultDeadLetterMaxAge,
-		MaxBytes:          DefaultReplayMaxBytes,
+		MaxBytes:          replays,
 		MaxMsgs:           -1,
 		MaxMsgsPerSubject: -1,
 		MaxMsgSize:        int32(b.cfg.msgLimit()),

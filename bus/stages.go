@@ -63,9 +63,9 @@ const (
 	// MaxDeadLetterRead caps what one DeadLetters call returns.
 	MaxDeadLetterRead = 10000
 
-	// DefaultDeadLetterMaxAge is how long dead letters are kept; beyond
-	// the stream's share of MaxStore (DeadLetterShare) the oldest go
-	// first.
+	// DefaultDeadLetterMaxAge is how long dead letters (and replays) are
+	// kept; beyond the stream's share of MaxStore (StageShare) the oldest
+	// go first.
 	DefaultDeadLetterMaxAge = 30 * 24 * time.Hour
 )
 
@@ -462,7 +462,7 @@ func (b *Bus) DeadLetterPublisher() (message.Publisher, error) {
 }
 
 func (b *Bus) deadLetterConfig() jetstream.StreamConfig {
-	_, size := b.cfg.streamLimits()
+	_, size, _ := b.cfg.streamLimits()
 	return jetstream.StreamConfig{
 		Name:              DeadLetterStream,
 		Description:       "Comet events a stage gave up on, payload = event bytes as received",

@@ -10,17 +10,18 @@ import (
 )
 
 // Sizing the store. One limit, Config.MaxStore (--max-store), bounds
-// everything the bus keeps: the event stream (events and their
-// previously-seen records) gets 4/5 of it and the dead-letter stream 1/5.
-// The stages have no stream of their own: they read the event stream
-// through durable consumers, whose state (a few KiB each) is part of the
-// room kept beside the limit (StoreRoom).
+// everything the bus keeps: the dead-letter stream and the stages' replay
+// stream get 1/6 of it each, the event stream (events and their
+// previously-seen records) the other 2/3. The stages' durable consumers
+// (a few KiB of state each) are part of the room kept beside the limit
+// (StoreRoom).
 const (
-	// DefaultMaxStore is 1 GiB of events and 256 MiB of dead letters.
-	DefaultMaxStore = 1280 << 20
-	// DeadLetterShare is the part of MaxStore given to the dead-letter
-	// stream (1/DeadLetterShare); the event stream has the rest.
-	DeadLetterShare = 5
+	// DefaultMaxStore is 1 GiB of events, 256 MiB of dead letters and
+	// 256 MiB of replays.
+	DefaultMaxStore = 1536 << 20
+	// StageShare: the dead-letter and the replay streams each get
+	// 1/StageShare of MaxStore; the event stream has the rest.
+	StageShare = 6
 	// MinStoreEvents is the least room the event stream may have, in
 	// messages of the largest size (MaxPayload plus HeaderRoom).
 	MinStoreEvents = 4
@@ -38,17 +39,18 @@ const StoreRoomMin = 32 << 20
 // storeRoom is the room needed beside maxStore (see StoreRoomMin).
 func storeRoom(maxStore int64) int64 { return max(maxStore/8, StoreRoomMin) }
 
-// streamLimits splits MaxStore between the event and dead-letter streams.
-func (c *Config) streamLimits() (events, deadLetters int64) {
-	deadLetters = c.MaxStore / DeadLetterShare
-	return c.MaxStore - deadLetters, deadLetters
+// streamLimits splits MaxStore between the event, dead-letter and replay
+// streams.
+func (c *Config) streamLimits() (events, deadLetters, replays int64) {
+	deadLetters, replays = c.MaxStore/StageShare, c.MaxStore/StageShare
+	return c.MaxStore - deadLetters - replays, deadLetters, replays
 }
 
 // MinMaxStore is the smallest MaxStore for events of up to maxPayload
 // bytes: the event stream's share holds MinStoreEvents of the largest
 // messages.
 func MinMaxStore(maxPayload int) int64 {
-	return int64(MinStoreEvents*(maxPayload+HeaderRoom)) * DeadLetterShare / (DeadLetterShare - 1)
+	return int64(MinStoreEvents*(maxPayload+HeaderRoom)) * StageShare / (StageShare - 2)
 }
 
 func (c *Config) minMaxStore() int64 { return MinMaxStore(c.MaxPayload) }

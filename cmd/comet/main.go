@@ -405,7 +405,7 @@ func (o *options) flags() *flag.FlagSet {
 	fs.DurationVar(&o.writeTimeout, "write-timeout", egress.DefaultWriteTimeout, "longest a write to one subscriber may block before it is dropped")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM, longest wait for in-flight submissions")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "fsync every bus write: survives power loss, costs throughput")
-	fs.Var(&o.maxStore, "max-store", "most the bus stores, as a `SIZE` (64MB, 2GiB; K, M, G, T are powers of 1024): 4/5 for events and their previously-seen records, 1/5 for dead letters; the embedded store's file system must hold it and 1/8 more (docs/bus.md §4.2)")
+	fs.Var(&o.maxStore, "max-store", "most the bus stores, as a `SIZE` (64MB, 2GiB; K, M, G, T are powers of 1024): 2/3 for events and their previously-seen records, 1/6 each for dead letters and replays; the embedded store's file system must hold it and 1/8 more (docs/bus.md §4.2)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	o.kafka.register(fs)
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on `HOST:PORT` (for profiling; keep it on loopback)")

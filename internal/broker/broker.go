@@ -376,6 +376,13 @@ func (b *Broker) addReadyChecks() {
 		return nil
 	})
 	b.ready.Add("bus", b.bus.Ping)
+	// Not ready while the store refuses events (docs/bus.md §4.1).
+	b.ready.Add("store", func(context.Context) error {
+		if st := b.bus.StoreStatus(); !st.Healthy {
+			return st.Err
+		}
+		return nil
+	})
 	for _, sv := range b.served {
 		b.ready.Add(sv.role+" "+sv.addr, func(context.Context) error {
 			if !sv.open.Load() {

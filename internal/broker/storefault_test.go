@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -79,6 +80,11 @@ func faultStoresAndRecovers(t *testing.T, b *broker.Broker, end func(), next int
 	if b.Bus().Healthy() {
 		t.Fatal("bus reports a healthy store during the fault")
 	}
+	if ok, why := storeReady(b); ok {
+		t.Error("readiness check \"store\" passes during the fault")
+	} else {
+		t.Logf("not ready: %s", why)
+	}
 	if n := b.Stats().Rejections[ingress.RejectStoreFailed]; n < uint64(refused) {
 		t.Errorf("store_failed rejections = %d, want at least %d", n, refused)
 	}
@@ -110,6 +116,19 @@ func faultStoresAndRecovers(t *testing.T, b *broker.Broker, end func(), next int
 	if st := b.Bus().StoreStatus(); !st.Healthy {
 		t.Fatalf("store status after recovery: %+v", st)
 	}
+	if ok, why := storeReady(b); !ok {
+		t.Errorf("readiness check \"store\" fails after recovery: %s", why)
+	}
+}
+
+// storeReady runs the broker's readiness check "store".
+func storeReady(b *broker.Broker) (bool, string) {
+	for _, c := range b.Readiness().Run(context.Background()) {
+		if c.Name == "store" {
+			return c.OK, c.Error
+		}
+	}
+	return false, "no check named store"
 }
 
 func containsAll(have, want []string) bool {

@@ -194,7 +194,7 @@ func missing(have, want []string) []string {
 }
 
 // --max-store sizes the store to the disk: 64MB starts on a 200 MB file
-// system, where the default (1.25 GiB) is refused at start in one line
+// system, where the default (1.5 GiB) is refused at start in one line
 // naming the numbers, with exit status 2.
 func TestMaxStoreFitsTheDisk(t *testing.T) {
 	mnt := vtptest.Tmpfs(t, 200<<20)
@@ -210,7 +210,7 @@ func TestMaxStoreFitsTheDisk(t *testing.T) {
 		"--local-ivo", localIVO, "--eventdb", db)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	last := lines[len(lines)-1]
-	want := "comet: --max-store 1.25 GiB does not fit in --eventdb " + db + ": its file system has "
+	want := "comet: --max-store 1.5 GiB does not fit in --eventdb " + db + ": its file system has "
 	if code != 2 || len(lines) != 1 || !strings.HasPrefix(last, want) || !strings.Contains(last, "give --max-store ") {
 		t.Fatalf("default store on 200 MB: exit %d, output %q; want 2 and a line starting %q", code, out, want)
 	}
