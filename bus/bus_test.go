@@ -371,7 +371,7 @@ func TestRecordOutlivesPayload(t *testing.T) {
 // A stream at its byte limit evicts its oldest records without markers;
 // CheckRetention reports it, and how far back records still reach.
 func TestRetentionCheckSeesEvictionBySize(t *testing.T) {
-	b := openBus(t, Config{MaxStore: 200 << 10, MaxPayload: 8 << 10}) // 160 KiB of events
+	b := openBus(t, Config{MaxStore: 240 << 10, MaxPayload: 8 << 10}) // 160 KiB of events
 	h, err := b.CheckRetention(ctxT(t))
 	if err != nil || h.Full || h.Short {
 		t.Fatalf("empty stream: %+v, %v", h, err)

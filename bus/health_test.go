@@ -13,7 +13,7 @@ import (
 // refuses at once while it lasts, and takes writes again within seconds
 // of the space being freed, with everything stored before still there.
 func TestStoreFullRecovers(t *testing.T) {
-	mnt := vtptest.Tmpfs(t, 48<<20)
+	mnt := vtptest.Tmpfs(t, 64<<20)
 	b := openBus(t, Config{StoreDir: filepath.Join(mnt, "store"), MaxStore: 16 << 20})
 	for i := range 50 {
 		ingest(t, b, testEvent(i), Accepted)
