@@ -46,6 +46,21 @@ var textClass = func() (t [128]uint8) {
 	return t
 }()
 
+// Tables of the scanner's fast paths, indexed by any byte (non-ASCII
+// bytes are never in them, so one lookup decides): ASCII bytes that start
+// or continue an NCName (no colon), and ASCII bytes that need no attention
+// in character data (no '<', '&', ']' or CR) or in an attribute value
+// (neither, nor a quote nor TAB or LF).
+var ncNameStartASCII, ncNameASCII, plainText, plainAttr = func() (start, name, text, attr [256]bool) {
+	for c := range 128 {
+		start[c] = nameByte[c]&nameStart != 0 && c != ':'
+		name[c] = nameByte[c] != 0 && c != ':'
+		text[c] = textClass[c] == cOK && c != ']' || textClass[c] == cWS
+		attr[c] = textClass[c] == cOK && c != '"' && c != '\''
+	}
+	return
+}()
+
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func skipSpace(d []byte, i int) int {

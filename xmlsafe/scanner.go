@@ -947,6 +947,26 @@ func (s *Scanner) checkDuplicates(at int) error {
 func (s *Scanner) scanQName(i int) (qname, int, error) {
 	d := s.data
 	start := i
+	// Fast path: an ASCII name, with at most one colon between two
+	// NCNames, ending at an ASCII byte that is no part of a name. Anything
+	// else (non-ASCII, a second colon, a misplaced one) takes the loop.
+	if i < len(d) && ncNameStartASCII[d[i]] {
+		j := i + 1
+		for j < len(d) && ncNameASCII[d[j]] {
+			j++
+		}
+		colon := -1
+		if j+1 < len(d) && d[j] == ':' && ncNameStartASCII[d[j+1]] {
+			colon = j
+			j += 2
+			for j < len(d) && ncNameASCII[d[j]] {
+				j++
+			}
+		}
+		if j < len(d) && d[j] < utf8.RuneSelf && d[j] != ':' {
+			return qname{start: start, end: j, colon: colon}, j, nil
+		}
+	}
 	colon := -1
 	segStart := true // at the first character of the prefix or local part
 	for i < len(d) {
@@ -1010,6 +1030,12 @@ func (s *Scanner) scanAttrValue(i int, quote byte) (int, uint8, error) {
 	d := s.data
 	var flags uint8
 	for i < len(d) {
+		for i < len(d) && plainAttr[d[i]] {
+			i++
+		}
+		if i >= len(d) {
+			break
+		}
 		c := d[i]
 		if c == quote {
 			return i, flags, nil
@@ -1054,6 +1080,12 @@ func (s *Scanner) scanText() (Kind, error) {
 	var flags uint8
 loop:
 	for i < len(d) {
+		for i < len(d) && plainText[d[i]] {
+			i++
+		}
+		if i >= len(d) {
+			break
+		}
 		c := d[i]
 		if c >= utf8.RuneSelf {
 			n, err := s.checkHigh(i)
