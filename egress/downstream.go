@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -445,7 +446,8 @@ func (s *downstream) readLoop() {
 	fr := vtp.NewFrameReader(bufio.NewReaderSize(s.conn, readBufferSize), s.b.cfg.MaxFrame)
 	bad := 0 // consecutive messages that were not Transport messages
 	for {
-		payload, err := fr.ReadFrame()
+		// Valid until the next read: what outlives it is copied.
+		payload, err := fr.ReadFrameSlice()
 		if err != nil {
 			switch {
 			case errors.Is(err, io.EOF):
@@ -490,7 +492,7 @@ func (s *downstream) readLoop() {
 				// ignored.
 				if s.verifying.CompareAndSwap(false, true) {
 					s.b.wg.Add(1)
-					go s.authenticate(payload, msg.Filters)
+					go s.authenticate(bytes.Clone(payload), msg.Filters)
 				}
 				continue
 			}

@@ -4,6 +4,7 @@
 package vtp
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ type FrameReader struct {
 	r   io.Reader
 	max int
 	hdr [4]byte
+	buf []byte // ReadFrameSlice's buffer
 }
 
 // NewFrameReader reads frames of at most max bytes (max <= 0 means
@@ -50,18 +52,75 @@ func NewFrameReader(r io.Reader, max int) *FrameReader {
 // caller owns. io.EOF means the peer closed cleanly between frames;
 // io.ErrUnexpectedEOF means it closed inside one.
 func (fr *FrameReader) ReadFrame() ([]byte, error) {
-	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+	n, err := fr.readLength()
+	if err != nil {
 		return nil, err
+	}
+	return fr.readPayload(nil, n)
+}
+
+// ReadFrameSlice is ReadFrame for a caller that is done with each payload
+// before it reads the next (a broadcaster's acks): the payload is a slice
+// of the *bufio.Reader's buffer when the reader reads from one that holds
+// the whole frame, otherwise of a buffer the FrameReader keeps for the
+// next frame (up to keptFrameBuffer bytes). Either way it is valid only
+// until the next read.
+func (fr *FrameReader) ReadFrameSlice() ([]byte, error) {
+	if br, ok := fr.r.(*bufio.Reader); ok {
+		hdr, err := br.Peek(4)
+		if err != nil {
+			if len(hdr) > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF // as io.ReadFull says it
+			}
+			return nil, err
+		}
+		if n := binary.BigEndian.Uint32(hdr); uint64(n) <= uint64(fr.max) && int(n)+4 <= br.Size() {
+			p, err := br.Peek(int(n) + 4)
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, err
+			}
+			br.Discard(len(p)) // the bytes stay in place until the next read
+			return p[4:], nil
+		}
+		// Larger than the buffer (or over the limit): read as usual.
+	}
+	n, err := fr.readLength()
+	if err != nil {
+		return nil, err
+	}
+	p, err := fr.readPayload(fr.buf[:0], n)
+	if cap(p) <= keptFrameBuffer {
+		fr.buf = p[:0]
+	}
+	return p, err
+}
+
+// keptFrameBuffer bounds the buffer ReadFrameSlice keeps between frames.
+const keptFrameBuffer = 16 << 10
+
+func (fr *FrameReader) readLength() (uint32, error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return 0, err
 	}
 	n := binary.BigEndian.Uint32(fr.hdr[:])
 	// Checked before any allocation: a little-endian or hostile prefix
 	// (e.g. 0x7fffffff) costs nothing.
 	if uint64(n) > uint64(fr.max) {
-		return nil, fmt.Errorf("%w (%d bytes, limit %d)", ErrFrameTooLarge, n, fr.max)
+		return 0, fmt.Errorf("%w (%d bytes, limit %d)", ErrFrameTooLarge, n, fr.max)
 	}
+	return n, nil
+}
+
+// readPayload reads n bytes into buf (reallocated when too small).
+func (fr *FrameReader) readPayload(buf []byte, n uint32) ([]byte, error) {
 	// The buffer grows as bytes arrive, so a peer that announces a large
 	// frame and then stalls pins only what it has actually sent.
-	buf := make([]byte, 0, min(int(n), initialFrameBuffer))
+	if buf == nil || cap(buf) < min(int(n), initialFrameBuffer) {
+		buf = make([]byte, 0, min(int(n), initialFrameBuffer))
+	}
 	for len(buf) < int(n) {
 		if len(buf) == cap(buf) {
 			buf = append(buf, make([]byte, min(cap(buf), int(n)-cap(buf)))...)[:len(buf)]

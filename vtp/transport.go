@@ -140,20 +140,40 @@ func AuthenticateReply(origin, response string, filters []string, now time.Time)
 // Transport role.
 var ErrNotTransport = errors.New("not a Transport message")
 
-// scanners are reused: a broadcaster parses one ack per subscriber per event.
-var scanners = sync.Pool{New: func() any { return xmlsafe.NewScanner(nil, 0) }}
+// parser is what ParseTransport reuses: a broadcaster parses one ack per
+// subscriber per event.
+type parser struct {
+	sc   xmlsafe.Scanner
+	text []byte // the current element's text
+}
+
+var parsers = sync.Pool{New: func() any { return new(parser) }}
+
+// maxKeptText bounds the text buffer a pooled parser keeps.
+const maxKeptText = 4 << 10
 
 // ParseTransport reads a Transport message. Like Comet it classifies by the
 // root's role only and reads unqualified children by name; the namespace is
 // recorded, never checked, so every namespace variant is accepted. The whole
 // document must be well-formed and free of DTDs (package xmlsafe).
 func ParseTransport(payload []byte) (*Message, error) {
-	sc := scanners.Get().(*xmlsafe.Scanner)
-	defer scanners.Put(sc)
+	p := parsers.Get().(*parser)
+	m, err := p.parse(payload)
+	p.sc.Reset(nil, 0) // no reference to the payload
+	if cap(p.text) > maxKeptText {
+		p.text = nil
+	}
+	parsers.Put(p)
+	return m, err
+}
+
+func (p *parser) parse(payload []byte) (*Message, error) {
+	sc := &p.sc
 	sc.Reset(payload, 0)
 	m := &Message{}
 	var oldFilters []string
-	var text []byte
+	text := p.text[:0]
+	defer func() { p.text = text[:0] }()
 	depth := 0
 	inMeta, inFilter := false, false
 	for {
@@ -169,10 +189,10 @@ func ParseTransport(payload []byte) (*Message, error) {
 			depth++
 			space, local := sc.Name()
 			if depth == 1 {
-				m.Root, m.Namespace = string(local), string(space)
+				m.Root, m.Namespace = intern(local), intern(space)
 				for i := range sc.NumAttr() {
 					if as, al := sc.Attr(i); len(as) == 0 && string(al) == "role" {
-						m.Role = string(sc.AttrValue(i))
+						m.Role = intern(sc.AttrValue(i))
 					}
 				}
 				if !IsTransportRole(m.Role) {
@@ -236,6 +256,30 @@ func ParseTransport(payload []byte) (*Message, error) {
 	// Comet latest: all Param filters first, then all old-style ones.
 	m.Filters = append(m.Filters, oldFilters...)
 	return m, nil
+}
+
+// intern returns the usual root names, namespaces and roles without
+// allocating.
+func intern(b []byte) string {
+	switch string(b) {
+	case "Transport":
+		return "Transport"
+	case NamespaceComet:
+		return NamespaceComet
+	case NamespaceVTP:
+		return NamespaceVTP
+	case NamespacePygcnAlt:
+		return NamespacePygcnAlt
+	case RoleAck:
+		return RoleAck
+	case RoleIAmAlive:
+		return RoleIAmAlive
+	case RoleNak:
+		return RoleNak
+	case RoleAuthenticate:
+		return RoleAuthenticate
+	}
+	return string(b)
 }
 
 // IsTransportRole reports whether role is one of the four Transport roles.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -227,6 +228,58 @@ func TestTruncatedFrame(t *testing.T) {
 	}
 }
 
+// ReadFrameSlice reads the same frames and reports the same errors as
+// ReadFrame, whether the frames fit the bufio.Reader's buffer or not, over
+// split reads, truncations and oversized prefixes; and it allocates
+// nothing for frames that fit.
+func TestReadFrameSliceReadsWhatReadFrameReads(t *testing.T) {
+	var stream bytes.Buffer
+	for _, p := range [][]byte{[]byte("ack"), {}, bytes.Repeat([]byte("x"), 100), bytes.Repeat([]byte("y"), 5000), []byte("last")} {
+		WriteFrame(&stream, p)
+	}
+	inputs := map[string][]byte{
+		"whole":           stream.Bytes(),
+		"truncated frame": stream.Bytes()[:stream.Len()-2],
+		"truncated size":  stream.Bytes()[:4+3+4+2],
+		"over the limit":  append(Frame([]byte("ok")), 0, 0, 0x30, 0),
+	}
+	for name, in := range inputs {
+		for _, size := range []int{16, 1024, 64 << 10} {
+			for _, split := range []bool{false, true} {
+				src := func() io.Reader {
+					if split {
+						return iotestOneByte{bytes.NewReader(in)}
+					}
+					return bytes.NewReader(in)
+				}
+				want := NewFrameReader(bufio.NewReaderSize(src(), size), 10000)
+				got := NewFrameReader(bufio.NewReaderSize(src(), size), 10000)
+				for i := 0; ; i++ {
+					w, werr := want.ReadFrame()
+					g, gerr := got.ReadFrameSlice()
+					if !bytes.Equal(g, w) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+						t.Fatalf("%s, buffer %d, split %v, frame %d: %q %v, want %q %v", name, size, split, i, g, gerr, w, werr)
+					}
+					if werr != nil {
+						break
+					}
+				}
+			}
+		}
+	}
+	ack := Frame(ackForBench)
+	r := bytes.NewReader(nil)
+	fr := NewFrameReader(bufio.NewReaderSize(r, 1024), 0)
+	if n := testing.AllocsPerRun(100, func() {
+		r.Reset(ack)
+		if p, err := fr.ReadFrameSlice(); err != nil || !bytes.Equal(p, ackForBench) {
+			t.Fatalf("%q %v", p, err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per ack, want 0", n)
+	}
+}
+
 type iotestOneByte struct{ r io.Reader }
 
 func (o iotestOneByte) Read(p []byte) (int, error) {
@@ -253,8 +306,14 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr := NewFrameReader(bytes.NewReader(b), 1024)
+		// ReadFrameSlice, over a buffer smaller than some frames, reads the same.
+		sl := NewFrameReader(bufio.NewReaderSize(bytes.NewReader(b), 64), 1024)
 		for {
 			p, err := fr.ReadFrame()
+			q, serr := sl.ReadFrameSlice()
+			if !bytes.Equal(p, q) || fmt.Sprint(serr) != fmt.Sprint(err) {
+				t.Fatalf("ReadFrameSlice: %q %v, ReadFrame: %q %v", q, serr, p, err)
+			}
 			if err != nil {
 				return
 			}
