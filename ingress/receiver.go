@@ -217,7 +217,7 @@ func (r *Receiver) handle(conn net.Conn) {
 	// the accept loop, was part of it.
 	conn.SetDeadline(cmp.Or(accept.HandshakeStart(conn), time.Now()).Add(timeout))
 
-	payload, err := vtp.NewFrameReader(conn, r.cfg.MaxFrame).ReadFrame()
+	payload, err := vtp.ReadSoleFrame(conn, r.cfg.MaxFrame)
 	if err != nil {
 		switch {
 		case errors.Is(err, vtp.ErrFrameTooLarge):

@@ -242,6 +242,9 @@ func TestReadFrameSliceReadsWhatReadFrameReads(t *testing.T) {
 		"truncated frame": stream.Bytes()[:stream.Len()-2],
 		"truncated size":  stream.Bytes()[:4+3+4+2],
 		"over the limit":  append(Frame([]byte("ok")), 0, 0, 0x30, 0),
+		"large first":     append(Frame(bytes.Repeat([]byte("z"), 9000)), Frame([]byte("next"))...),
+		"empty":           {},
+		"short prefix":    {0, 0},
 	}
 	for name, in := range inputs {
 		for _, size := range []int{16, 1024, 64 << 10} {
@@ -251,6 +254,11 @@ func TestReadFrameSliceReadsWhatReadFrameReads(t *testing.T) {
 						return iotestOneByte{bytes.NewReader(in)}
 					}
 					return bytes.NewReader(in)
+				}
+				// ReadSoleFrame reads the first frame as ReadFrame does.
+				w, werr := NewFrameReader(src(), 10000).ReadFrame()
+				if g, gerr := ReadSoleFrame(src(), 10000); !bytes.Equal(g, w) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+					t.Fatalf("%s, split %v: ReadSoleFrame %q %v, want %q %v", name, split, g, gerr, w, werr)
 				}
 				want := NewFrameReader(bufio.NewReaderSize(src(), size), 10000)
 				got := NewFrameReader(bufio.NewReaderSize(src(), size), 10000)
@@ -269,6 +277,14 @@ func TestReadFrameSliceReadsWhatReadFrameReads(t *testing.T) {
 	}
 	ack := Frame(ackForBench)
 	r := bytes.NewReader(nil)
+	if n := testing.AllocsPerRun(100, func() {
+		r.Reset(ack)
+		if p, err := ReadSoleFrame(r, 0); err != nil || !bytes.Equal(p, ackForBench) {
+			t.Fatalf("%q %v", p, err)
+		}
+	}); n != 1 {
+		t.Errorf("ReadSoleFrame: %v allocations, want 1 (the payload's)", n)
+	}
 	fr := NewFrameReader(bufio.NewReaderSize(r, 1024), 0)
 	if n := testing.AllocsPerRun(100, func() {
 		r.Reset(ack)
@@ -308,9 +324,16 @@ func FuzzReadFrame(f *testing.F) {
 		fr := NewFrameReader(bytes.NewReader(b), 1024)
 		// ReadFrameSlice, over a buffer smaller than some frames, reads the same.
 		sl := NewFrameReader(bufio.NewReaderSize(bytes.NewReader(b), 64), 1024)
+		first, ferr := ReadSoleFrame(iotestOneByte{bytes.NewReader(b)}, 1024)
 		for {
 			p, err := fr.ReadFrame()
 			q, serr := sl.ReadFrameSlice()
+			if first != nil || ferr != nil {
+				if !bytes.Equal(p, first) || fmt.Sprint(ferr) != fmt.Sprint(err) {
+					t.Fatalf("ReadSoleFrame: %q %v, ReadFrame: %q %v", first, ferr, p, err)
+				}
+				first, ferr = nil, nil
+			}
 			if !bytes.Equal(p, q) || fmt.Sprint(serr) != fmt.Sprint(err) {
 				t.Fatalf("ReadFrameSlice: %q %v, ReadFrame: %q %v", q, serr, p, err)
 			}
