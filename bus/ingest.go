@@ -109,7 +109,7 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 		// Each store gets RequestTimeout, not the whole of ctx: a reply
 		// lost with a dying NATS node would otherwise hold the author
 		// until its deadline.
-		pa, err := c.store(ctx, msg, b.cfg.RequestTimeout, st.failed, b.health.suspect)
+		pa, err := c.store(ctx, msg, 0, st.failed, b.health.suspect)
 		switch {
 		case err == nil && pa.Stream == StreamName:
 			return Accepted, nil
@@ -153,18 +153,25 @@ func (b *Bus) Ingest(ctx context.Context, ev *Event) (Outcome, error) {
 	}
 }
 
-// store publishes m and waits up to timeout (or the end of ctx) for the
-// stream's acknowledgement. The publish is asynchronous, its answer one
-// awaited future: cheaper than a request per event. If failed (may be
-// nil) is closed meanwhile, it returns errStoreFailed; if the answer takes
-// StoreSuspectAfter, it calls suspect (may be nil) once.
+// store publishes m and waits for the stream's acknowledgement, until ctx
+// ends or for timeout at most; timeout 0 is the future's own timeout,
+// RequestTimeout (set in connect), which needs no timer of its own. Either
+// fails with jetstream.ErrAsyncPublishTimeout. The publish is
+// asynchronous, its answer one awaited future: cheaper than a request per
+// event. If failed (may be nil) is closed meanwhile, it returns
+// errStoreFailed; if the answer takes StoreSuspectAfter, it calls suspect
+// (may be nil) once.
 func (c *conn) store(ctx context.Context, m *nats.Msg, timeout time.Duration, failed <-chan struct{}, suspect func()) (*jetstream.PubAck, error) {
 	f, err := c.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, err
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	var late <-chan time.Time
 	if suspect != nil {
 		s := time.NewTimer(StoreSuspectAfter)
@@ -177,7 +184,7 @@ func (c *conn) store(ctx context.Context, m *nats.Msg, timeout time.Duration, fa
 			return pa, nil
 		case err := <-f.Err():
 			return nil, err
-		case <-t.C:
+		case <-expired:
 			return nil, jetstream.ErrAsyncPublishTimeout
 		case <-ctx.Done():
 			return nil, ctx.Err()

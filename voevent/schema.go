@@ -201,11 +201,16 @@ var (
 )
 
 type vframe struct {
-	t     etype
-	seen  uint32 // children seen (bit per children[] index); bit 31: any
-	space []byte // for messages
-	local []byte
+	t    etype
+	seen uint32 // children seen (bit per children[] index); bit 31: any
+	// name is the element as messages show it: the schema's own string
+	// (a child's name, unqualified, or the root's), so that pushing a
+	// frame copies no slices of the payload.
+	name string
 }
+
+// rootDisplay is the validation root as messages show it.
+const rootDisplay = "{" + NamespaceVOEvent20 + "}VOEvent"
 
 const seenAny = 1 << 31
 
@@ -240,7 +245,7 @@ func display(space, local []byte) string {
 	return "{" + string(space) + "}" + string(local)
 }
 
-func (f *vframe) display() string { return display(f.space, f.local) }
+func (f *vframe) display() string { return f.name }
 
 // start handles a start tag at depth (1 = root).
 func (v *validator) start(depth int) {
@@ -253,7 +258,7 @@ func (v *validator) start(depth int) {
 			v.fail("Element '" + display(space, local) + "': No matching global declaration available for the validation root.")
 			return
 		}
-		v.push(tVOEvent, space, local)
+		v.push(tVOEvent, rootDisplay)
 		return
 	}
 	p := &v.frames[len(v.frames)-1]
@@ -269,11 +274,11 @@ func (v *validator) start(depth int) {
 		v.fail("Element '" + p.display() + "': Element content is not allowed, because the content type is empty.")
 		return
 	}
-	t, bit := tNone, uint32(0)
+	t, bit, name := tNone, uint32(0), ""
 	if len(space) == 0 {
 		for i := range decl.children {
 			if decl.children[i].name == string(local) {
-				t, bit = decl.children[i].typ, 1<<i
+				t, bit, name = decl.children[i].typ, 1<<i, decl.children[i].name
 				break
 			}
 		}
@@ -293,7 +298,7 @@ func (v *validator) start(depth int) {
 		return
 	}
 	p.seen |= bit | seenAny
-	v.push(t, space, local)
+	v.push(t, name)
 }
 
 // expected lists what the parent could still take, as libxml2 does.
@@ -326,11 +331,11 @@ func expectedList(names []string) string {
 	return " Expected is one of ( " + strings.Join(names, ", ") + " )."
 }
 
-func (v *validator) push(t etype, space, local []byte) {
+func (v *validator) push(t etype, name string) {
 	if t == tString || t == tFloat || t == tDateTime || t == tAnyURI {
 		v.text = v.text[:0]
 	}
-	v.frames = append(v.frames, vframe{t: t, space: space, local: local})
+	v.frames = append(v.frames, vframe{t: t, name: name})
 	v.attributes(&v.frames[len(v.frames)-1])
 }
 
