@@ -354,6 +354,16 @@ const (
 	FailOther
 )
 
+// AllFailures lists every Failure: metrics export each with its count,
+// zero included, so that a rate exists before the first failure.
+func AllFailures() []Failure {
+	out := make([]Failure, 0, FailOther)
+	for f := FailNotTLS; f <= FailOther; f++ {
+		out = append(out, f)
+	}
+	return out
+}
+
 func (f Failure) String() string {
 	switch f {
 	case FailNotTLS:

@@ -521,6 +521,22 @@ func (b *Broker) Reload(receive, broadcast []string) error {
 	return nil
 }
 
+// hasTLS reports whether any endpoint of the process speaks TLS (an ssl:
+// listener or a tls: upstream).
+func (b *Broker) hasTLS() bool {
+	for _, ln := range append(append([]net.Listener{}, b.recvLns...), b.castLns...) {
+		if _, ok := ln.(*endpoint.TLSListener); ok {
+			return true
+		}
+	}
+	for _, ep := range b.cfg.Subscribe {
+		if ep.TLS != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // ReloadTLS re-reads the TLS files of every ssl: listener and tls:
 // subscription, for the handshakes from now on. A file with an error keeps
 // the ones in use for that endpoint; the error names each endpoint that

@@ -453,6 +453,14 @@ func TestTLSOnTheStatusPage(t *testing.T) {
 	if _, page := httpGet(t, b, "/"); !strings.Contains(page, "CN=watched,O=Comet tests") || !strings.Contains(page, row.CertSHA256) {
 		t.Error("the subscriber's certificate is not on the status page")
 	}
+	// Every kind is exported from the start, at zero, so that a rate of
+	// failures exists before the first one.
+	m := scrape(t, b)
+	for _, f := range endpoint.AllFailures() {
+		if v, ok := value(m, "comet_tls_failures_total", "kind", f.String()); !ok || v != 0 {
+			t.Errorf("comet_tls_failures_total{kind=%q} = %v (exported: %v) before any failure; want 0", f, v, ok)
+		}
+	}
 	conn, err := tls.Dial("tcp", castAddr(b), &tls.Config{RootCAs: p.CA.Pool(), ServerName: "127.0.0.1"})
 	if err == nil {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -6,6 +6,7 @@ import (
 
 	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/egress"
+	"github.com/comet-go/comet/endpoint"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/observe"
 )
@@ -24,6 +25,13 @@ func (b *Broker) Status(ctx context.Context, want observe.Want) *observe.Status 
 		Accepted: map[string]uint64{},
 	}
 	st.Checks = b.ready.Run(ctx)
+	if b.hasTLS() {
+		// Every kind, zero included, so that a rate exists from the start.
+		st.TLSFailures = map[string]uint64{}
+		for _, f := range endpoint.AllFailures() {
+			st.TLSFailures[f.String()] = 0
+		}
+	}
 	for f, n := range stats.TLSFailures {
 		if st.TLSFailures == nil {
 			st.TLSFailures = map[string]uint64{}

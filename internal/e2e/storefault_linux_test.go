@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/vtp"
 )
@@ -215,4 +216,86 @@ func TestMaxStoreFitsTheDisk(t *testing.T) {
 		t.Fatalf("default store on 200 MB: exit %d, output %q; want 2 and a line starting %q", code, out, want)
 	}
 	t.Log(last)
+}
+
+// A store that cannot come back in this process (its file system fills,
+// then the store's JetStream directory turns read-only while the rest of
+// the file system is writable again, as after a volume remounted
+// read-only under it): the broker tries StoreRestartAttempts restarts and
+// then exits with status 74 (ExitStoreFailed), which a service manager
+// restarts, instead of waiting for ever.
+func TestUnrecoverableStoreExits74(t *testing.T) {
+	mnt := vtptest.Tmpfs(t, 96<<20)
+	store := filepath.Join(mnt, "store")
+	p := newPorts(t)
+	pr := startComet(t, store, p, "--max-store", "32MB")
+	ev := benchEvent(t)
+	event := func(i int) []byte {
+		return vtptest.WithIVORN(ev, fmt.Sprintf("ivo://test.author/unrecoverable#%d", i))
+	}
+	for i := range 20 {
+		if m := submit(t, p.recvAddr(), event(i)); m == nil || m.Role != vtp.RoleAck {
+			t.Fatalf("event %d before the fault: %+v", i, m)
+		}
+	}
+
+	free := vtptest.Fill(t, mnt)
+	next, refused := 20, 0
+	deadline := time.Now().Add(10 * time.Second)
+	for refused < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker still acks with its file system full")
+		}
+		m, err := vtptest.Submit(p.recvAddr(), event(next), wait)
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case m == nil:
+			refused++
+		case m.Role != vtp.RoleAck:
+			t.Fatalf("submission %d during the fault answered %s; want the connection closed without a receipt", next, m.Role)
+		}
+		next++
+	}
+
+	js := filepath.Join(store, "jetstream")
+	readOnlyBind(t, js)
+	free()
+	start := time.Now()
+	// Each attempt waits StoreRetryInterval (1 s) and restarts JetStream.
+	limit := time.Duration(bus.StoreRestartAttempts)*3*time.Second + 10*time.Second
+	select {
+	case <-pr.exited:
+	case <-time.After(limit):
+		t.Fatalf("comet still running %v after its store became unrecoverable:\n%s", limit, pr.out.String())
+	}
+	code := pr.cmd.ProcessState.ExitCode()
+	t.Logf("exited with %d after %v", code, time.Since(start).Round(time.Millisecond))
+	if code != 74 {
+		t.Fatalf("exit status %d, want 74 (ExitStoreFailed):\n%s", code, pr.out.String())
+	}
+	log := pr.out.String()
+	if n := strings.Count(log, "event store restarted but still not taking writes"); n != bus.StoreRestartAttempts {
+		t.Errorf("%d failed restarts logged, want %d:\n%s", n, bus.StoreRestartAttempts, log)
+	}
+	if !strings.Contains(log, bus.ErrStoreUnrecoverable.Error()) || !strings.Contains(log, store) {
+		t.Errorf("the last words do not say the store %s cannot be recovered:\n%s", store, log)
+	}
+}
+
+// readOnlyBind makes dir read-only, for root too, by bind-mounting it on
+// itself read-only; the test's cleanup unmounts it.
+func readOnlyBind(t *testing.T, dir string) {
+	t.Helper()
+	for _, args := range [][]string{{"--bind", dir, dir}, {"-o", "remount,bind,ro", dir}} {
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			exec.Command("umount", dir).Run()
+			t.Fatalf("mount %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
 }
