@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -212,4 +213,17 @@ func (o *outputLog) flush() {
 	}
 	o.log.Debug("External process said", "stream", o.stream, "text", strings.TrimSuffix(line, "\r"))
 	o.buf = o.buf[:0]
+}
+
+// checkNotDirectory is the part of Comet's pre-check every platform shares:
+// the path exists and is not a directory.
+func checkNotDirectory(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	return nil
 }

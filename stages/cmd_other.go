@@ -3,22 +3,13 @@
 package stages
 
 import (
-	"errors"
-	"os"
 	"os/exec"
 )
 
 func setProcessGroup(*exec.Cmd) {}
 
-func checkExecutable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return errors.New("is a directory")
-	}
-	return nil
-}
+// checkExecutable has no execute permission to check here: the path must
+// name a file.
+func checkExecutable(path string) error { return checkNotDirectory(path) }
 
 func signaled(*exec.ExitError) (string, bool) { return "", false }

@@ -3,7 +3,6 @@
 package stages
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"syscall"
@@ -30,14 +29,7 @@ func checkExecutable(path string) error {
 	if err := unix.Access(path, unix.X_OK); err != nil {
 		return &os.PathError{Op: "access", Path: path, Err: err}
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return errors.New("is a directory")
-	}
-	return nil
+	return checkNotDirectory(path)
 }
 
 // signaled reports the signal that killed the process, if one did.

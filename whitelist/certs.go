@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 )
@@ -89,20 +88,13 @@ func ParseFingerprint(s string) ([sha256.Size]byte, error) {
 // ReadCertsFile reads fingerprints from a file, one per line; '#' starts a
 // comment. Each is checked.
 func ReadCertsFile(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for i, line := range strings.Split(string(data), "\n") {
-		line, _, _ = strings.Cut(line, "#")
+	return readList(path, func(line string) []string {
 		if line = strings.TrimSpace(line); line == "" {
-			continue
+			return nil
 		}
-		if _, err := ParseFingerprint(line); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
-		}
-		out = append(out, line)
-	}
-	return out, nil
+		return []string{line}
+	}, func(s string) error {
+		_, err := ParseFingerprint(s)
+		return err
+	})
 }

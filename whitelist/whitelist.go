@@ -130,6 +130,18 @@ func (l *List) Allows(addr net.Addr) bool {
 // ReadFile reads networks from a file: any number per line, separated by
 // spaces or commas; '#' starts a comment. Each network is checked.
 func ReadFile(path string) ([]string, error) {
+	return readList(path, func(line string) []string {
+		return strings.Fields(strings.ReplaceAll(line, ",", " "))
+	}, func(s string) error {
+		_, err := ParseNetwork(s)
+		return err
+	})
+}
+
+// readList reads a list file, one format for the network and fingerprint
+// lists: '#' starts a comment, fields splits what is left of a line into
+// entries, and an entry check refuses is an error naming its line.
+func readList(path string, fields func(string) []string, check func(string) error) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -137,8 +149,8 @@ func ReadFile(path string) ([]string, error) {
 	var out []string
 	for i, line := range strings.Split(string(data), "\n") {
 		line, _, _ = strings.Cut(line, "#")
-		for _, f := range strings.Fields(strings.ReplaceAll(line, ",", " ")) {
-			if _, err := ParseNetwork(f); err != nil {
+		for _, f := range fields(line) {
+			if err := check(f); err != nil {
 				return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
 			}
 			out = append(out, f)
