@@ -32,8 +32,14 @@ const (
 	StoreSuspectAfter = 250 * time.Millisecond
 	// StoreRetryInterval is how often a failing store is tried again.
 	StoreRetryInterval = time.Second
-	// StoreProbeTimeout bounds one write of the probe record.
+	// StoreProbeTimeout bounds one write of the probe record while the
+	// store is failing, and the stream's answer about itself.
 	StoreProbeTimeout = time.Second
+	// StoreExternalProbeTimeout bounds the probe write that checks an
+	// external store suspected of not storing: StoreSuspectAfter plus
+	// this plus a round trip is when an author's event is refused, which
+	// must be within a second.
+	StoreExternalProbeTimeout = 500 * time.Millisecond
 	// StoreRestartAttempts is how many restarts of the embedded JetStream
 	// may fail in a row, while its file system takes writes again, before
 	// the bus gives up (Failed delivers ErrStoreUnrecoverable).
@@ -257,7 +263,7 @@ func (b *Bus) serverHealth() error {
 // answers nothing (a cluster electing a leader) is left to Ingest's
 // retries.
 func (b *Bus) checkExternal(ctx context.Context) error {
-	err := b.probe(ctx)
+	err := b.probe(ctx, StoreExternalProbeTimeout)
 	switch {
 	case err == nil:
 		return nil
@@ -291,7 +297,7 @@ func (b *Bus) recoverStore(ctx context.Context) (restarted bool, err error) {
 			restarted = true
 		}
 	}
-	if err := b.probe(ctx); err != nil {
+	if err := b.probe(ctx, StoreProbeTimeout); err != nil {
 		return restarted, fmt.Errorf("probe write: %w", err)
 	}
 	return restarted, nil
@@ -320,15 +326,15 @@ func (b *Bus) restartJetStream() error {
 	return nil
 }
 
-// probe writes the probe record (see ProbeSHA1) and waits up to
-// StoreProbeTimeout for the stream's answer.
-func (b *Bus) probe(ctx context.Context) error {
+// probe writes the probe record (see ProbeSHA1) and waits up to timeout
+// for the stream's answer.
+func (b *Bus) probe(ctx context.Context, timeout time.Duration) error {
 	m := nats.NewMsg(SubjectPrefix + "_._._." + ProbeSHA1)
 	m.Header.Set(HeaderNode, b.cfg.Node)
 	m.Header.Set(HeaderReceivedAt, time.Now().UTC().Format(ReceivedAtLayout))
 	// Like a migrated record: its expiry leaves no delete marker.
 	m.Header.Set("Nats-Marker-Reason", "MaxAge")
-	pa, err := b.pick().store(ctx, m, StoreProbeTimeout, nil, nil)
+	pa, err := b.pick().store(ctx, m, timeout, nil, nil)
 	if err != nil {
 		return err
 	}
