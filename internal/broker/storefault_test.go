@@ -3,10 +3,14 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/comet-go/comet/bus"
 	"github.com/comet-go/comet/ingress"
 	"github.com/comet-go/comet/internal/broker"
 	"github.com/comet-go/comet/internal/vtptest"
@@ -57,6 +61,7 @@ func TestFullDiskUnderTheStore(t *testing.T) {
 func faultStoresAndRecovers(t *testing.T, b *broker.Broker, end func(), next int, event func(int) []byte, acked *[]string) {
 	t.Helper()
 	refused := 0
+	var slowest time.Duration // of the refusals
 	for i := 0; i < 10; i++ {
 		t0 := time.Now()
 		m, err := vtptest.Submit(recvAddr(b), event(next), replyTimeout)
@@ -76,7 +81,9 @@ func faultStoresAndRecovers(t *testing.T, b *broker.Broker, end func(), next int
 		}
 		refused++
 		next++
+		slowest = max(slowest, d)
 	}
+	t.Logf("%d submissions refused during the fault, the slowest closed after %v", refused, slowest.Round(time.Millisecond))
 	if b.Bus().Healthy() {
 		t.Fatal("bus reports a healthy store during the fault")
 	}
@@ -152,4 +159,93 @@ func assertOnce(t *testing.T, ivorns []string) {
 			t.Errorf("%s delivered twice", iv)
 		}
 	}
+}
+
+// The disk under an external nats-server's JetStream store fills while
+// authors submit to a broker on it (--nats): every event acked before
+// reaches the subscriber; during the fault each submission is closed
+// without a receipt within a second. A standalone nats-server keeps its
+// streams in their write error once space is freed, so the operator
+// restarts it (same store, same port); a submission is then acked within
+// ten seconds with no restart of the broker, and nothing reaches the
+// subscriber twice.
+func TestFullDiskUnderAnExternalStore(t *testing.T) {
+	const disk = 96 << 20
+	mnt := vtptest.Tmpfs(t, disk)
+	ext := startExternalNATS(t, filepath.Join(mnt, "jetstream"), disk)
+	b := start(t, func(c *broker.Config) {
+		c.Bus.URL = ext.url()
+		c.Bus.StoreDir = ""
+		c.Bus.MaxStore = 32 << 20
+	})
+	sub := subscribe(t, b, vtptest.Comet)
+	ev := benchEvent(t)
+	event := func(i int) []byte { return vtptest.WithIVORN(ev, fmt.Sprintf("ivo://test.example/disk#%d", i)) }
+
+	var acked []string
+	for i := range 40 {
+		mustAck(t, recvAddr(b), event(i))
+		acked = append(acked, fmt.Sprintf("ivo://test.example/disk#%d", i))
+	}
+	free := vtptest.Fill(t, mnt)
+	faultStoresAndRecovers(t, b, func() { free(); ext.restart(t) }, 40, event, &acked)
+	if !sub.WaitFor(10*time.Second, func(s *vtptest.Subscriber) bool { return containsAll(s.IVORNs(), acked) }) {
+		t.Fatalf("subscriber got %d events, missing some of the %d acked", sub.Count(), len(acked))
+	}
+	time.Sleep(time.Second) // anything delivered twice would come now
+	assertOnce(t, sub.IVORNs())
+}
+
+// externalNATS is a standalone nats-server with JetStream, in this process
+// but reached over TCP like any external system.
+type externalNATS struct {
+	opts *server.Options
+	srv  *server.Server
+}
+
+// startExternalNATS starts a nats-server storing in dir on a free port of
+// the loopback; its file-store limit is disk, its file system's size, so
+// that the disk fills before JetStream's own accounting refuses.
+func startExternalNATS(t *testing.T, dir string, disk int64) *externalNATS {
+	t.Helper()
+	e := &externalNATS{opts: &server.Options{
+		ServerName:        "external",
+		Host:              "127.0.0.1",
+		Port:              server.RANDOM_PORT,
+		JetStream:         true,
+		StoreDir:          dir,
+		JetStreamMaxStore: disk,
+		MaxPayload:        int32(vtp.DefaultMaxFrame + bus.HeaderRoom),
+		NoSigs:            true,
+		NoLog:             true,
+	}}
+	e.run(t)
+	// A restart keeps the port, as an operator's would.
+	e.opts.Port = e.srv.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { e.srv.Shutdown(); e.srv.WaitForShutdown() })
+	return e
+}
+
+func (e *externalNATS) run(t *testing.T) {
+	t.Helper()
+	srv, err := server.NewServer(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10*time.Second) || !srv.JetStreamEnabled() {
+		t.Fatal("external nats-server not ready")
+	}
+	e.srv = srv
+}
+
+func (e *externalNATS) url() string { return e.srv.ClientURL() }
+
+// restart shuts the server down and starts it again on the same store
+// and port.
+func (e *externalNATS) restart(t *testing.T) {
+	t.Helper()
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	e.run(t)
 }
