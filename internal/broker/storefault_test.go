@@ -197,19 +197,21 @@ func TestFullDiskUnderAnExternalStore(t *testing.T) {
 }
 
 // externalNATS is a standalone nats-server with JetStream, in this process
-// but reached over TCP like any external system.
+// but reached over TCP like any external system. Unlike
+// vtptest.NATSServer it can be restarted, and it outlives whatever the
+// test starts after it (its one cleanup is registered first).
 type externalNATS struct {
 	opts *server.Options
 	srv  *server.Server
 }
 
 // startExternalNATS starts a nats-server storing in dir on a free port of
-// the loopback; its file-store limit is disk, its file system's size, so
-// that the disk fills before JetStream's own accounting refuses.
+// the loopback. Its file-store limit is disk, the size of dir's file
+// system, so that the disk fills before JetStream's own accounting
+// refuses.
 func startExternalNATS(t *testing.T, dir string, disk int64) *externalNATS {
 	t.Helper()
 	e := &externalNATS{opts: &server.Options{
-		ServerName:        "external",
 		Host:              "127.0.0.1",
 		Port:              server.RANDOM_PORT,
 		JetStream:         true,
@@ -220,8 +222,7 @@ func startExternalNATS(t *testing.T, dir string, disk int64) *externalNATS {
 		NoLog:             true,
 	}}
 	e.run(t)
-	// A restart keeps the port, as an operator's would.
-	e.opts.Port = e.srv.Addr().(*net.TCPAddr).Port
+	e.opts.Port = e.srv.Addr().(*net.TCPAddr).Port // a restart keeps it, as an operator's would
 	t.Cleanup(func() { e.srv.Shutdown(); e.srv.WaitForShutdown() })
 	return e
 }
@@ -234,6 +235,7 @@ func (e *externalNATS) run(t *testing.T) {
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(10*time.Second) || !srv.JetStreamEnabled() {
+		srv.Shutdown()
 		t.Fatal("external nats-server not ready")
 	}
 	e.srv = srv
@@ -241,8 +243,8 @@ func (e *externalNATS) run(t *testing.T) {
 
 func (e *externalNATS) url() string { return e.srv.ClientURL() }
 
-// restart shuts the server down and starts it again on the same store
-// and port.
+// restart shuts the server down and starts it again on the same store and
+// port.
 func (e *externalNATS) restart(t *testing.T) {
 	t.Helper()
 	e.srv.Shutdown()
