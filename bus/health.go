@@ -47,6 +47,13 @@ const (
 	// probeFileSize is what the file-system check writes: enough to need
 	// new blocks on a full disk.
 	probeFileSize = 64 << 10
+	// healthzTries is how many of the embedded server's health checks in
+	// a row must fail before the store counts as failing, healthzPause
+	// apart: under load the server's check can fail once on a healthy
+	// server (it gives itself a millisecond to find its listeners
+	// ready), and a false failure restarts JetStream.
+	healthzTries = 3
+	healthzPause = 10 * time.Millisecond
 )
 
 // ErrStoreUnrecoverable is delivered by Failed when the embedded store
@@ -241,8 +248,23 @@ func (b *Bus) checkStore(ctx context.Context) error {
 }
 
 // serverHealth is the embedded server's view of JetStream and its
-// streams: nil when healthy.
+// streams: nil when healthy. The server's check is asked up to
+// healthzTries times; a store fails only when each says so.
 func (b *Bus) serverHealth() error {
+	var err error
+	for try := range healthzTries {
+		if try > 0 {
+			time.Sleep(healthzPause)
+		}
+		if err = b.healthz(); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// healthz asks the embedded server once.
+func (b *Bus) healthz() error {
 	if !b.srv.JetStreamEnabled() {
 		return errors.New("JetStream is disabled (the server shut it down after a write error)")
 	}

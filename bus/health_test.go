@@ -1,8 +1,12 @@
 package bus
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,5 +57,61 @@ func TestStoreFullRecovers(t *testing.T) {
 	}
 	for i := range 50 {
 		ingest(t, b, testEvent(i), Duplicate)
+	}
+}
+
+// Under a heavy publish load the embedded server's health of JetStream
+// stays healthy as the bus reads it: the server's own check can say
+// briefly that it is not ready (it gives itself a millisecond), and the
+// bus must not take that for a failing store. Every event is accepted and
+// the store never turns failing.
+func TestServerHealthUnderLoad(t *testing.T) {
+	b := openBus(t, Config{})
+	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+	defer cancel()
+	const publishers = 16
+	var (
+		wg       sync.WaitGroup
+		accepted atomic.Int64
+		failures = make(chan error, publishers+1)
+	)
+	for p := range publishers {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				out, err := b.Ingest(context.Background(), testEvent(p<<20|i))
+				if err != nil || out != Accepted {
+					failures <- fmt.Errorf("publisher %d, event %d: %v, %v", p, i, out, err)
+					return
+				}
+				accepted.Add(1)
+			}
+		})
+	}
+	// Several checkers at once, to meet the load's worst moments.
+	const checkers = 4
+	var checks, falseFailures atomic.Int64
+	var firstFailure atomic.Pointer[error]
+	for range checkers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := b.serverHealth(); err != nil {
+					falseFailures.Add(1)
+					firstFailure.CompareAndSwap(nil, &err)
+				}
+				checks.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(failures)
+	for err := range failures {
+		t.Error(err)
+	}
+	t.Logf("%d events accepted, %d health checks", accepted.Load(), checks.Load())
+	if n := falseFailures.Load(); n > 0 {
+		t.Errorf("%d of %d health checks under load failed a healthy store; the first: %v", n, checks.Load(), *firstFailure.Load())
+	}
+	if !b.Healthy() {
+		t.Errorf("store turned failing under load: %+v", b.StoreStatus())
 	}
 }
