@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/comet-go/comet/internal/vtptest"
 )
@@ -60,11 +64,12 @@ func TestStoreFullRecovers(t *testing.T) {
 	}
 }
 
-// Under a heavy publish load the embedded server's health of JetStream
-// stays healthy as the bus reads it: the server's own check can say
-// briefly that it is not ready (it gives itself a millisecond), and the
-// bus must not take that for a failing store. Every event is accepted and
-// the store never turns failing.
+// Under load (publishers and several health checks competing for two
+// cores) the embedded server's health of JetStream stays healthy as the
+// bus reads it: the server's own check can say now and then that it is not
+// ready (it gives itself a millisecond), and the bus must not take that for
+// a failing store. Every event is accepted and the store never turns
+// failing.
 func TestServerHealthUnderLoad(t *testing.T) {
 	b := openBus(t, Config{})
 	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
@@ -113,5 +118,74 @@ func TestServerHealthUnderLoad(t *testing.T) {
 	}
 	if !b.Healthy() {
 		t.Errorf("store turned failing under load: %+v", b.StoreStatus())
+	}
+}
+
+// An external server shuts its JetStream down (as nats-server does after
+// some store errors) under a bus, then an operator enables it again: the
+// bus refuses events at once while it is gone, without waiting for an
+// answer, and takes writes again by itself, with everything stored before
+// still there. So it does when the whole server is restarted.
+func TestExternalJetStreamShutDownRecovers(t *testing.T) {
+	dir := t.TempDir()
+	srv := vtptest.NATSServer(t, &server.Options{StoreDir: dir, MaxPayload: int32(DefaultMaxPayload + HeaderRoom)})
+	b := openBus(t, Config{URL: srv.ClientURL()})
+	for i := range 20 {
+		ingest(t, b, testEvent(i), Accepted)
+	}
+	jsCfg := srv.JetStreamConfig()
+	if err := srv.ShutdownJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := b.Ingest(ctxT(t), testEvent(20)); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("Ingest with JetStream shut down: %v; want ErrStoreUnavailable", err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("Ingest with JetStream shut down answered after %v", d)
+	}
+	if st := b.StoreStatus(); st.Healthy || st.Free != -1 || !strings.Contains(st.Store, "external NATS") {
+		t.Fatalf("StoreStatus with JetStream shut down = %+v", st)
+	}
+	for i := 21; i < 25; i++ {
+		if _, err := b.Ingest(ctxT(t), testEvent(i)); !errors.Is(err, ErrStoreUnavailable) {
+			t.Fatalf("Ingest while failing: %v", err)
+		}
+	}
+
+	// Enabled again as the server started it: on its store directory
+	// (the running config names the "jetstream" directory under it).
+	jsCfg.StoreDir = dir
+	if err := srv.EnableJetStream(jsCfg); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if !waitUntil(10*time.Second, b.Healthy) {
+		t.Fatalf("store not healthy 10 s after JetStream came back: %+v", b.StoreStatus())
+	}
+	t.Logf("healthy again %v after JetStream came back", time.Since(back).Round(time.Millisecond))
+	for i := 20; i < 25; i++ {
+		ingest(t, b, testEvent(i), Accepted)
+	}
+	for i := range 20 {
+		ingest(t, b, testEvent(i), Duplicate)
+	}
+
+	// The whole server is restarted on its port and store: a lost
+	// connection is not a store fault, and the bus stores again once it
+	// has reconnected.
+	port := srv.Addr().(*net.TCPAddr).Port
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = vtptest.NATSServer(t, &server.Options{Port: port, StoreDir: dir, MaxPayload: int32(DefaultMaxPayload + HeaderRoom)})
+	defer b.Close() // before the server's cleanup stops it
+	back = time.Now()
+	ingest(t, b, testEvent(25), Accepted)
+	t.Logf("stored again %v after the server restarted", time.Since(back).Round(time.Millisecond))
+	for i := range 25 {
+		ingest(t, b, testEvent(i), Duplicate)
+	}
+	if !b.Healthy() {
+		t.Errorf("store failing after the server restarted: %+v", b.StoreStatus())
 	}
 }
