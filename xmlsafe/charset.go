@@ -48,6 +48,7 @@ const (
 	kUTF32 // any UTF-32 or UCS-4 label
 	kSingle
 	kMulti
+	kUTF7 // RFC 2152, as glibc decodes it
 )
 
 // charset is a character encoding a document may declare.
@@ -63,9 +64,14 @@ type charset struct {
 	// Comet's libxml2 decodes with; for kMulti it may hold replacements for
 	// ASCII bytes.
 	patch func(t *[256]rune)
+	// hex is a table generated from glibc (glibc_tables.go): four hex
+	// digits per byte, FFFF for a byte glibc refuses; 128 entries cover
+	// 0x80-0xFF of a charset whose 0x00-0x7F are ASCII.
+	hex string
 
 	once  sync.Once
-	table [256]rune // kSingle: rune per byte, -1 = not a character; kMulti: ASCII overrides (0 = none)
+	table [256]rune     // kSingle: rune per byte, -1 = not a character; kMulti: ASCII overrides (0 = none)
+	rev   map[rune]byte // kSingle from hex: the encoder's table
 	// fffd is the charset's own encoding of U+FFFD, if it has one: a decoder
 	// producing U+FFFD from other bytes has met an invalid sequence.
 	fffd []byte
@@ -73,8 +79,10 @@ type charset struct {
 
 func (c *charset) init() {
 	c.once.Do(func() {
-		switch c.kind {
-		case kSingle:
+		switch {
+		case c.kind == kSingle && c.hex != "":
+			c.initHex()
+		case c.kind == kSingle:
 			cm := c.enc.(*charmap.Charmap)
 			for b := range 256 {
 				r := cm.DecodeByte(byte(b))
@@ -83,7 +91,7 @@ func (c *charset) init() {
 				}
 				c.table[b] = r
 			}
-		case kMulti:
+		case c.kind == kMulti:
 			if b, err := c.enc.NewEncoder().Bytes([]byte("\uFFFD")); err == nil {
 				c.fffd = b
 			}
@@ -92,6 +100,44 @@ func (c *charset) init() {
 			c.patch(&c.table)
 		}
 	})
+}
+
+// initHex fills the table from hex (generated, so well-formed) and the
+// encoder's reverse table, first byte of each character.
+func (c *charset) initHex() {
+	from := 256 - len(c.hex)/4
+	for b := range from {
+		c.table[b] = rune(b)
+	}
+	for i := 0; from+i < 256; i++ {
+		var r rune
+		for _, h := range c.hex[4*i : 4*i+4] {
+			r <<= 4
+			switch {
+			case h >= 'A':
+				r |= h - 'A' + 10
+			default:
+				r |= h - '0'
+			}
+		}
+		if r == 0xFFFF {
+			r = -1
+		}
+		c.table[from+i] = r
+	}
+	c.rev = make(map[rune]byte, 256)
+	for b := 255; b >= 0; b-- {
+		if r := c.table[b]; r >= 0 {
+			c.rev[r] = byte(b)
+		}
+	}
+}
+
+// glibcSingle is a single-byte charset with glibc's table (glibc_tables.go).
+func glibcSingle(name string, ebcdic bool, hex string) *charset {
+	c := &charset{name: name, kind: kSingle, ebcdic: ebcdic, hex: hex}
+	c.enc = tableEncoding{c}
+	return c
 }
 
 // c1Controls: glibc's ISO-8859 tables map 0x80-0x9F to the C1 controls,
@@ -115,12 +161,6 @@ func single(name string, cm *charmap.Charmap, patch func(*[256]rune)) *charset {
 }
 
 func iso8859(name string, cm *charmap.Charmap) *charset { return single(name, cm, c1Controls) }
-
-func ebcdic(name string, cm *charmap.Charmap) *charset {
-	c := single(name, cm, nil)
-	c.ebcdic = true
-	return c
-}
 
 func multi(name string, e encoding.Encoding, patch func(*[256]rune)) *charset {
 	return &charset{name: name, kind: kMulti, enc: e, patch: patch}
@@ -178,22 +218,19 @@ var (
 	csIBM863      = single("IBM863", charmap.CodePage863, nil)
 	csIBM865      = single("IBM865", charmap.CodePage865, nil)
 	csIBM866      = single("IBM866", charmap.CodePage866, nil)
-	csIBM037      = ebcdic("IBM037", charmap.CodePage037)
-	csIBM1047     = ebcdic("IBM1047", charmap.CodePage1047)
-	csIBM1140     = ebcdic("IBM01140", charmap.CodePage1140)
 
 	// glibc's SHIFT_JIS reads 0x5C and 0x7E as JIS X 0201 Roman (yen sign,
 	// overline); its Windows-31J reads them as ASCII, like x/text.
-	csShiftJIS    = multi("Shift_JIS", japanese.ShiftJIS, setBytes(0x5C, 0xA5, 0x7E, 0x203E))
-	csWindows31J  = multi("Windows-31J", japanese.ShiftJIS, nil)
-	csEUCJP       = multi("EUC-JP", japanese.EUCJP, nil)
-	csISO2022JP   = &charset{name: "ISO-2022-JP", kind: kMulti, enc: japanese.ISO2022JP, stateful: true}
-	csEUCKR       = multi("EUC-KR", korean.EUCKR, nil)
-	csGBK         = multi("GBK", simplifiedchinese.GBK, nil)
-	csGB18030     = multi("GB18030", simplifiedchinese.GB18030, nil)
-	csHZGB2312    = &charset{name: "HZ-GB-2312", kind: kMulti, enc: simplifiedchinese.HZGB2312, stateful: true}
-	csBig5        = multi("Big5", traditionalchinese.Big5, nil)
-	csEBCDICProbe = csIBM037 // reads an EBCDIC document's declaration, as libxml2 does with EBCDIC-US
+	csShiftJIS   = multi("Shift_JIS", japanese.ShiftJIS, setBytes(0x5C, 0xA5, 0x7E, 0x203E))
+	csWindows31J = multi("Windows-31J", japanese.ShiftJIS, nil)
+	csEUCJP      = multi("EUC-JP", japanese.EUCJP, nil)
+	csISO2022JP  = &charset{name: "ISO-2022-JP", kind: kMulti, enc: japanese.ISO2022JP, stateful: true}
+	csEUCKR      = multi("EUC-KR", korean.EUCKR, nil)
+	csGBK        = multi("GBK", simplifiedchinese.GBK, nil)
+	csGB18030    = multi("GB18030", simplifiedchinese.GB18030, nil)
+	csHZGB2312   = &charset{name: "HZ-GB-2312", kind: kMulti, enc: simplifiedchinese.HZGB2312, stateful: true}
+	csBig5       = multi("Big5", traditionalchinese.Big5, nil)
+	csUTF7       = &charset{name: "UTF-7", kind: kUTF7}
 )
 
 // lookupLabel resolves an encoding name (case-insensitive). ok is false for
@@ -386,6 +423,8 @@ func (t *transcoder) decode(src []byte, cs *charset, bigEndian bool) error {
 		return t.decodeSingle(src, cs)
 	case kMulti:
 		return t.decodeMulti(src, cs)
+	case kUTF7:
+		return t.decodeUTF7(src)
 	}
 	return fmt.Errorf("no decoder for %s", cs.name)
 }
@@ -570,6 +609,8 @@ func Encode(doc, text []byte) ([]byte, error) {
 		e = utf32.UTF32(utf32.LittleEndian, utf32.IgnoreBOM)
 	case cs == csUTF32BE:
 		e = utf32.UTF32(utf32.BigEndian, utf32.IgnoreBOM)
+	case cs.kind == kUTF7:
+		return appendUTF7(nil, text), nil
 	default:
 		e = cs.enc
 	}
@@ -578,4 +619,73 @@ func Encode(doc, text []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w%s cannot hold %q: %w", ErrEncoding, s.cs.name, text, err)
 	}
 	return b, nil
+}
+
+// emitRaw appends src as characters of one byte each: the part of an XML
+// declaration libxml2 reads before it switches to the declared charset.
+func (t *transcoder) emitRaw(src []byte) {
+	for _, b := range src {
+		t.emit(rune(b), 1)
+	}
+}
+
+// tableEncoding is a charset given by its table as an x/text Encoding, for
+// Encode and for writing documents in it.
+type tableEncoding struct{ cs *charset }
+
+func (e tableEncoding) NewDecoder() *encoding.Decoder {
+	return &encoding.Decoder{Transformer: tableDecoder{e.cs}}
+}
+
+func (e tableEncoding) NewEncoder() *encoding.Encoder {
+	return &encoding.Encoder{Transformer: tableEncoder{e.cs}}
+}
+
+type tableDecoder struct{ cs *charset }
+
+func (d tableDecoder) Reset() {}
+
+// Transform replaces bytes the charset lacks with U+FFFD, as x/text does.
+func (d tableDecoder) Transform(dst, src []byte, atEOF bool) (nDst, nSrc int, err error) {
+	d.cs.init()
+	for nSrc < len(src) {
+		r := d.cs.table[src[nSrc]]
+		if r < 0 {
+			r = utf8.RuneError
+		}
+		if nDst+utf8.RuneLen(r) > len(dst) {
+			return nDst, nSrc, transform.ErrShortDst
+		}
+		nDst += utf8.EncodeRune(dst[nDst:], r)
+		nSrc++
+	}
+	return nDst, nSrc, nil
+}
+
+type tableEncoder struct{ cs *charset }
+
+func (e tableEncoder) Reset() {}
+
+// errNotInCharset: a character the charset cannot hold.
+var errNotInCharset = errors.New("character not in the charset")
+
+func (e tableEncoder) Transform(dst, src []byte, atEOF bool) (nDst, nSrc int, err error) {
+	e.cs.init()
+	for nSrc < len(src) {
+		r, size := utf8.DecodeRune(src[nSrc:])
+		if r == utf8.RuneError && size < 2 && !atEOF && !utf8.FullRune(src[nSrc:]) {
+			return nDst, nSrc, transform.ErrShortSrc
+		}
+		b, ok := e.cs.rev[r]
+		if !ok {
+			return nDst, nSrc, errNotInCharset
+		}
+		if nDst >= len(dst) {
+			return nDst, nSrc, transform.ErrShortDst
+		}
+		dst[nDst] = b
+		nDst++
+		nSrc += size
+	}
+	return nDst, nSrc, nil
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -61,10 +60,8 @@ func readJSON(t testing.TB, name string, v any) {
 }
 
 // knownDifferences are documents Comet parses and this package refuses, on
-// purpose (README.md, "Behaviour worth knowing").
-var knownDifferences = map[string]string{
-	"utf-7.xml": "UTF-7 has no decoder in x/text",
-}
+// purpose (docs/voevent.md §4.2); none of the notices is one today.
+var knownDifferences = map[string]string{}
 
 // Every encoded notice scans as lxml parses it, and every token's span,
 // decoded on its own, is the token's text: offsets are into the bytes
@@ -153,10 +150,13 @@ func decodeSpan(t *testing.T, s *Scanner, b []byte) []byte {
 // charsets is testdata/encodings/charsets.json.
 type charsets struct {
 	Labels map[string]string
+	// Single holds, per single-byte charset, lxml's reading of each byte
+	// (the code point, -1 if refused) in the probe document (probeDoc);
+	// First, for an EBCDIC code page, of each byte inside the first line.
 	Single map[string]struct {
-		Label  string
-		EBCDIC bool
-		Bytes  map[string]int
+		Label, Tag   string
+		EBCDIC       bool
+		Bytes, First []int
 	}
 	Multi map[string]struct {
 		Label, Hex, Text string
@@ -165,6 +165,16 @@ type charsets struct {
 			Accepted bool
 		}
 	}
+	// UTF7 and EBCDIC: documents and lxml's verdict and root text.
+	UTF7, EBCDIC []struct {
+		Label     string // EBCDIC: the declared name
+		Hex       string
+		Accepted  bool
+		Text      string
+		Straddles bool
+	}
+	// Refused: names libxml2 knows and this package refuses, and why.
+	Refused map[string]string
 }
 
 func loadCharsets(t testing.TB) charsets {
@@ -173,21 +183,40 @@ func loadCharsets(t testing.TB) charsets {
 	return c
 }
 
-// probeDoc is the document the generator probed a charset with.
-func probeDoc(t *testing.T, label string, ebcdicCP *charset, body []byte) []byte {
-	head := []byte(`<?xml version="1.0" encoding="` + label + `"?><r>`)
-	tail := []byte("</r>")
-	if ebcdicCP != nil {
-		enc := ebcdicCP.enc.NewEncoder()
-		var err error
-		if head, err = enc.Bytes(head); err != nil {
-			t.Fatal(err)
-		}
-		if tail, err = enc.Bytes(tail); err != nil {
-			t.Fatal(err)
-		}
+func encodeIn(t *testing.T, cs *charset, s string) []byte {
+	t.Helper()
+	b, err := cs.enc.NewEncoder().Bytes([]byte(s))
+	if err != nil {
+		t.Fatalf("%s cannot hold %q: %v", cs.name, s, err)
 	}
-	return append(append(append([]byte(nil), head...), body...), tail...)
+	return b
+}
+
+// probeDoc is the document testdata/encodings/generate.py probed byte b of
+// charset cs in, under label, with root element tag: the declaration as
+// libxml2 reads it (ASCII, or EBCDIC-US for an EBCDIC code page), the rest
+// in cs. first puts an EBCDIC document's byte inside its first line, which
+// libxml2 reads in EBCDIC-US; otherwise the byte follows the first line
+// where libxml2 switches inside it.
+func probeDoc(t *testing.T, label string, cs *charset, tag string, first bool, b byte) []byte {
+	decl := `<?xml version="1.0" encoding="` + label + `"?>`
+	stag, etag := "<"+tag+">", "</"+tag+">"
+	var doc []byte
+	switch early := len(decl)-2 < ebcdicFirstLine; {
+	case !cs.ebcdic:
+		doc = append([]byte(decl[:len(decl)-2]), encodeIn(t, cs, "?>"+stag)...)
+	case first || !early:
+		doc = append(encodeIn(t, csEBCDICUS, decl), encodeIn(t, csEBCDICUS, stag)...)
+		cs = csEBCDICUS
+	default:
+		doc = encodeIn(t, csEBCDICUS, decl)
+		for len(doc) < ebcdicFirstLine {
+			doc = append(doc, 0x40)
+		}
+		doc = append(doc, encodeIn(t, cs, stag)...)
+	}
+	doc = append(doc, b)
+	return append(doc, encodeIn(t, cs, etag)...)
 }
 
 // scanText returns the root's text, or the scanner's error.
@@ -208,42 +237,99 @@ func scanText(doc []byte) (string, error) {
 	}
 }
 
-// ebcdicQuirks: libxml2 2.9.14 reads this byte of an IBM1047 document as
-// IBM037 does, though glibc's IBM1047 (iconv -f IBM1047) reads "^", as
-// x/text does.
-var ebcdicQuirks = map[string]string{
-	"IBM1047:5F": "libxml2 reads U+00AC, iconv and x/text U+005E",
-}
-
-// Every byte of every single-byte charset decodes as libxml2 (glibc's
-// iconv) decodes it, or is refused where it refuses it.
+// Every byte of every single-byte charset (x/text's, corrected to glibc,
+// and glibc's own tables) decodes as lxml decodes it, or is refused where
+// lxml refuses it; for EBCDIC code pages also inside the first line, which
+// libxml2 reads in EBCDIC-US.
 func TestSingleByteCharsetsMatchLibxml2(t *testing.T) {
 	c := loadCharsets(t)
-	if len(c.Single) < 40 {
+	if len(c.Single) < 200 {
 		t.Fatalf("only %d single-byte charsets", len(c.Single))
 	}
 	for id, sc := range c.Single {
 		cs, ok := lookupLabel([]byte(sc.Label))
-		if !ok || cs.kind != kSingle {
+		if !ok || cs.kind != kSingle || cs.ebcdic != sc.EBCDIC || len(sc.Bytes) != 256 {
 			t.Errorf("%s: label %s does not name a single-byte charset", id, sc.Label)
 			continue
 		}
-		var ebcdicCP *charset
-		if sc.EBCDIC {
-			ebcdicCP = cs
+		tag := sc.Tag
+		if tag == "" {
+			tag = "r"
 		}
-		for hx, want := range sc.Bytes {
-			if why, ok := ebcdicQuirks[sc.Label+":"+hx]; ok {
-				t.Logf("%s byte %s: %s", sc.Label, hx, why)
-				continue
+		for _, probe := range []struct {
+			first bool
+			want  []int
+		}{{false, sc.Bytes}, {true, sc.First}} {
+			for b, want := range probe.want {
+				got, err := scanText(probeDoc(t, sc.Label, cs, tag, probe.first, byte(b)))
+				switch {
+				case want < 0 && err == nil:
+					t.Errorf("%s: byte %02X (first line %v) reads as %q; libxml2 refuses it", sc.Label, b, probe.first, got)
+				case want >= 0 && (err != nil || got != string(rune(want))):
+					t.Errorf("%s: byte %02X (first line %v) reads as %q (%v); libxml2 reads U+%04X", sc.Label, b, probe.first, got, err, want)
+				}
 			}
-			b, _ := strconv.ParseUint(hx, 16, 8)
-			got, err := scanText(probeDoc(t, sc.Label, ebcdicCP, []byte{byte(b)}))
-			switch {
-			case want < 0 && err == nil:
-				t.Errorf("%s: byte %s reads as %q; libxml2 refuses it", sc.Label, hx, got)
-			case want >= 0 && (err != nil || got != string(rune(want))):
-				t.Errorf("%s: byte %s reads as %q (%v); libxml2 reads U+%04X", sc.Label, hx, got, err, want)
+		}
+	}
+}
+
+// An EBCDIC document is read as libxml2 2.9.14 reads it: the first line in
+// EBCDIC-US, the rest in the declared code page where libxml2 switches
+// inside the first line, else EBCDIC-US up to the first byte it lacks
+// (names too long for the first line, such as EBCDIC-CP-ROECE), which is
+// why a byte near the start of an IBM1047 document can read as IBM037
+// reads it. Declarations that cross the first line though libxml2
+// switched inside it are refused, as documented.
+func TestEBCDICCodePageSwitchesWhereLibxml2Does(t *testing.T) {
+	c := loadCharsets(t)
+	if len(c.EBCDIC) < 200 {
+		t.Fatalf("only %d EBCDIC documents", len(c.EBCDIC))
+	}
+	accepted := 0
+	for i, d := range c.EBCDIC {
+		doc, _ := hex.DecodeString(d.Hex)
+		got, err := scanText(doc)
+		switch _, refused := c.Refused[d.Label]; {
+		case d.Straddles || refused:
+			if err == nil {
+				t.Errorf("case %d: %s: accepted; refused on purpose (crosses the first line, or a name refused)", i, d.Label)
+			}
+		case !d.Accepted && err == nil:
+			t.Errorf("case %d: read %q; libxml2 refuses the document", i, got)
+		case d.Accepted && (err != nil || got != d.Text):
+			t.Errorf("case %d: %q, %v; libxml2 reads %q", i, got, err, d.Text)
+		case d.Accepted:
+			accepted++
+		}
+	}
+	if accepted < 100 {
+		t.Errorf("only %d documents accepted as libxml2 accepts them", accepted)
+	}
+}
+
+// UTF-7 decodes as glibc decodes it for libxml2: direct and optional
+// direct characters, "+-", base64 runs closed by '-' or any other byte,
+// surrogate pairs; leftover bits, unpaired surrogates, '\\', '~' refused.
+func TestUTF7MatchesLibxml2(t *testing.T) {
+	c := loadCharsets(t)
+	if len(c.UTF7) < 30 {
+		t.Fatalf("only %d UTF-7 inputs", len(c.UTF7))
+	}
+	for _, d := range c.UTF7 {
+		body, _ := hex.DecodeString(d.Hex)
+		doc := append(append([]byte(`<?xml version="1.0" encoding="UTF-7"?><r>`), body...), "</r>"...)
+		got, err := scanText(doc)
+		switch {
+		case !d.Accepted && err == nil:
+			t.Errorf("%q: read %q; libxml2 refuses it", body, got)
+		case d.Accepted && (err != nil || got != d.Text):
+			t.Errorf("%q: %q, %v; libxml2 reads %q", body, got, err, d.Text)
+		}
+		if d.Accepted && err == nil {
+			// What this package writes in UTF-7 reads back.
+			enc := appendUTF7([]byte(`<?xml version="1.0" encoding="UTF-7"?><r>`), []byte(d.Text+"</r>"))
+			if back, err := scanText(enc); err != nil || back != d.Text {
+				t.Errorf("%q written as %q reads back %q, %v", d.Text, enc, back, err)
 			}
 		}
 	}
@@ -253,15 +339,18 @@ func TestSingleByteCharsetsMatchLibxml2(t *testing.T) {
 // byte sequences it refuses are refused.
 func TestMultiByteCharsetsMatchLibxml2(t *testing.T) {
 	c := loadCharsets(t)
+	probeDoc := func(t *testing.T, label string, body []byte) []byte {
+		return append(append([]byte(`<?xml version="1.0" encoding="`+label+`"?><r>`), body...), "</r>"...)
+	}
 	for id, mc := range c.Multi {
 		body, _ := hex.DecodeString(mc.Hex)
-		got, err := scanText(probeDoc(t, mc.Label, nil, body))
+		got, err := scanText(probeDoc(t, mc.Label, body))
 		if err != nil || got != mc.Text {
 			t.Errorf("%s (%s): %q, %v; libxml2: %q", id, mc.Label, got, err, mc.Text)
 		}
 		for _, bad := range mc.Bad {
 			b, _ := hex.DecodeString(bad.Hex)
-			_, err := scanText(probeDoc(t, mc.Label, nil, b))
+			_, err := scanText(probeDoc(t, mc.Label, b))
 			if (err == nil) != bad.Accepted {
 				t.Errorf("%s: bytes %s: error %v; libxml2 accepts them: %v", mc.Label, bad.Hex, err, bad.Accepted)
 			}
@@ -336,7 +425,11 @@ func TestScannerEncodingDetection(t *testing.T) {
 		{"UTF-8, declared UTF-16LE", []byte(decl("UTF-16LE") + body), ""},
 		{"UTF-8, declared UTF-32", []byte(decl("UTF-32") + body), ""},
 		{"ASCII bytes declared IBM037", []byte(decl("IBM037") + "<r/>"), ""},
-		{"declared UTF-7 (libxml2 knows it, no decoder here)", []byte(decl("UTF-7") + "<r/>"), ""},
+		{"declared UTF-7", []byte(decl("UTF-7") + "<r>+AOk-</r>"), "UTF-7"},
+		{"declared UTF-7-IMAP (libxml2 knows it, no decoder here)", []byte(decl("UTF-7-IMAP") + "<r/>"), ""},
+		{"declared TIS-620 (glibc's table)", []byte(decl("TIS-620") + "<r>\xA1</r>"), "TIS-620"},
+		{"declared TIS-620, a byte glibc lacks", []byte(decl("TIS-620") + "<r>\xFF</r>"), ""},
+		{"EBCDIC 500", ebcdic037(t, decl("IBM500")+"<r>é</r>"), "IBM500"},
 		{"empty encoding name", []byte(decl("") + "<r/>"), ""},
 		{"encoding name with a colon", []byte(decl("ISO_8859-1:1987") + "<r/>"), ""},
 		{"encoding name starting with a digit", []byte(decl("8859_1") + "<r/>"), ""},

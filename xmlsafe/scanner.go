@@ -511,90 +511,121 @@ func (s *Scanner) prolog() error {
 // than UTF-8 or US-ASCII.
 func (s *Scanner) prologASCII(bom int) error {
 	s.pos = bom
-	label, at, err := s.xmlDecl()
+	label, at, err := s.xmlDeclHead()
 	if err != nil || label == nil {
 		return err
 	}
+	whole := func() error {
+		s.pos = bom
+		_, _, err := s.xmlDecl()
+		return err
+	}
 	if equalFoldAny(string(label), "UTF-8", "utf8") {
-		return nil
+		return whole()
 	}
 	cs, known := lookupLabel(label)
 	switch {
 	case !known:
 		return s.encErr(at, "unsupported encoding %q", label)
 	case cs.kind == kUTF8:
-		return nil
+		return whole()
 	case cs.kind == kASCII:
 		s.ascii = true
-		return nil
+		return whole()
 	case cs.kind == kUTF16:
 		return s.encErr(at, "document labelled %s but has UTF-8 content", label)
-	case cs.kind == kMulti, cs.kind == kSingle && !cs.ebcdic:
-		// The declaration is ASCII, one character per byte in every
-		// ASCII-compatible charset: its offsets just lose the BOM.
-		end := s.pos
-		if err := s.transcode(cs, bom, false); err != nil {
+	case cs.kind == kMulti, cs.kind == kSingle, cs.kind == kUTF7:
+		// libxml2 has read the declaration as ASCII up to the encoding
+		// name's closing quote and reads the rest of the document, the
+		// end of the declaration included, in the charset.
+		if err := s.transcodeFrom(cs, bom, at+len(label)+1); err != nil {
 			return err
 		}
-		s.pos, s.declStart, s.declEnd = end-bom, s.declStart-bom, s.declEnd-bom
-		return nil
+		_, _, err := s.xmlDecl()
+		return err
 	case cs.kind == kUndecodable:
 		return s.encErr(at, "encoding %q is not supported (libxml2 reads it through iconv; no decoder here)", label)
 	}
 	return s.encErr(at, "declared %q, but the document's first bytes are ASCII", label)
 }
 
-// prologEBCDIC decodes a document that starts with "<?xm" in EBCDIC. Like
-// libxml2, it reads the code page's name from the declaration first.
+// ebcdicFirstLine is how many bytes of an EBCDIC document libxml2 2.9.14
+// decodes in EBCDIC-US before it reads the XML declaration (its
+// xmlCharEncFirstLineInt converts 45 characters; EBCDIC-US is the handler
+// xmlSwitchEncoding picks for the first bytes 4C 6F A7 94). libxml2's
+// constant, not a limit of this package.
+const ebcdicFirstLine = 45
+
+// prologEBCDIC decodes a document that starts with "<?xm" in EBCDIC as
+// libxml2 2.9.14 does: it converts the first line (ebcdicFirstLine bytes,
+// or up to the first byte EBCDIC-US lacks) in EBCDIC-US, reads the
+// declaration, and switches to the declared charset for the bytes not yet
+// converted. If the byte after the encoding name's closing quote is
+// beyond the first line, libxml2 has converted on in EBCDIC-US before it
+// switches, and only a byte EBCDIC-US lacks stops that. A declaration that
+// ends beyond the first line though libxml2 switched inside it is
+// refused: libxml2's own reading of it depends on lookahead details (it
+// fails on "?>" split across the line, for one).
 func (s *Scanner) prologEBCDIC() error {
-	head := s.raw[:min(len(s.raw), 200)]
-	s.tr.reset(0)
-	s.tr.decode(head, csEBCDICProbe, false) // every byte decodes
-	label := ebcdicLabel(s.tr.text)
-	s.tr.release()
-	cs, known := lookupLabel(label)
-	switch {
-	case label == nil:
-		return s.encErr(0, "EBCDIC document without an encoding declaration")
-	case !known:
-		return s.encErr(0, "unsupported encoding %q", label)
-	case cs.kind != kSingle || !cs.ebcdic:
-		return s.encErr(0, "declared %q, but the document's first bytes are EBCDIC", label)
+	us := csEBCDICUS
+	us.init()
+	lacks := len(s.raw) // the first byte EBCDIC-US lacks
+	for i, b := range s.raw {
+		if us.table[b] < 0 {
+			lacks = i
+			break
+		}
 	}
-	if err := s.transcode(cs, 0, false); err != nil {
+	first := min(lacks, ebcdicFirstLine)
+	// Read the declaration in EBCDIC-US.
+	s.tr.reset(0)
+	s.tr.decode(s.raw[:lacks], us, false) // every byte decodes
+	s.data, s.pos = s.tr.text, 0
+	label, at, err := s.xmlDecl()
+	s.tr.release()
+	if err != nil {
 		return err
 	}
-	_, _, err := s.xmlDecl()
+	if label == nil {
+		return s.encErr(0, "EBCDIC document without an encoding declaration")
+	}
+	cs, known := lookupLabel(label)
+	switch {
+	case !known:
+		return s.encErr(at, "unsupported encoding %q", label)
+	case cs.kind != kSingle:
+		return s.encErr(at, "declared %q, but the document's first bytes are EBCDIC", label)
+	}
+	// The declaration is ASCII in EBCDIC-US: text offsets are byte offsets.
+	switchAt := lacks
+	if quote := at + len(label); quote+1 < first {
+		if s.declEnd > first {
+			return s.encErr(first, "the XML declaration of an EBCDIC document crosses byte %d, where libxml2 switches to %s", first, label)
+		}
+		switchAt = first
+	} else if splits(s.data[s.declStart:at], first-s.declStart, "version", "encoding") {
+		// libxml2 compares these words without reading on: split by the
+		// first line, they are not there for it.
+		return s.encErr(first, "the first line of an EBCDIC document ends at byte %d, inside a word of its XML declaration", first)
+	}
+	s.tr.reset(0)
+	s.tr.decode(s.raw[:switchAt], us, false)
+	if err := s.tr.decode(s.raw[switchAt:], cs, false); err != nil {
+		return s.transcodeErr(err)
+	}
+	s.data, s.cs, s.pos = s.tr.text, cs, 0
+	_, _, err = s.xmlDecl()
 	return err
 }
 
-// ebcdicLabel finds the encoding name in a document's first characters as
-// libxml2's xmlDetectEBCDIC does: before the first '>', after "encoding".
-func ebcdicLabel(t []byte) []byte {
-	if i := bytes.IndexByte(t, '>'); i >= 0 {
-		t = t[:i]
+// splits reports whether offset at falls strictly inside one of words in d.
+func splits(d []byte, at int, words ...string) bool {
+	for _, w := range words {
+		if i := bytes.Index(d, []byte(w)); i >= 0 && i < at && at < i+len(w) {
+			return true
+		}
 	}
-	i := bytes.Index(t, []byte("encoding"))
-	if i < 0 {
-		return nil
-	}
-	j := skipSpace(t, i+len("encoding"))
-	if j >= len(t) || t[j] != '=' {
-		return nil
-	}
-	j = skipSpace(t, j+1)
-	if j >= len(t) || t[j] != '"' && t[j] != '\'' {
-		return nil
-	}
-	q := t[j]
-	k := j + 1
-	for k < len(t) && isEncNameByte(t[k]) {
-		k++
-	}
-	if k >= len(t) || t[k] != q || k == j+1 {
-		return nil
-	}
-	return t[j+1 : k]
+	return false
 }
 
 // transcode decodes the input from offset from (after a byte order mark)
@@ -602,16 +633,34 @@ func ebcdicLabel(t []byte) []byte {
 func (s *Scanner) transcode(cs *charset, from int, bigEndian bool) error {
 	s.tr.reset(from)
 	if err := s.tr.decode(s.raw[from:], cs, bigEndian); err != nil {
-		var de *decodeError
-		if !errors.As(err, &de) {
-			return s.encErr(0, "%v", err)
-		}
-		s.data = s.tr.text // what decoded, for the line number
-		s.err = &SyntaxError{Offset: de.at, Line: s.line(len(s.data)), Msg: ErrEncoding.Error() + de.msg, Err: ErrEncoding}
-		return s.err
+		return s.transcodeErr(err)
 	}
 	s.data, s.cs, s.pos = s.tr.text, cs, 0
 	return nil
+}
+
+// transcodeFrom is transcode for an ASCII-compatible start: the bytes from
+// from to switchAt (the XML declaration up to the encoding name's closing
+// quote, which libxml2 reads before it switches) as they are, the rest
+// decoded as cs.
+func (s *Scanner) transcodeFrom(cs *charset, from, switchAt int) error {
+	s.tr.reset(from)
+	s.tr.emitRaw(s.raw[from:switchAt])
+	if err := s.tr.decode(s.raw[switchAt:], cs, false); err != nil {
+		return s.transcodeErr(err)
+	}
+	s.data, s.cs, s.pos = s.tr.text, cs, 0
+	return nil
+}
+
+func (s *Scanner) transcodeErr(err error) error {
+	var de *decodeError
+	if !errors.As(err, &de) {
+		return s.encErr(0, "%v", err)
+	}
+	s.data = s.tr.text // what decoded, for the line number
+	s.err = &SyntaxError{Offset: de.at, Line: s.line(len(s.data)), Msg: ErrEncoding.Error() + de.msg, Err: ErrEncoding}
+	return s.err
 }
 
 func (s *Scanner) encErr(at int, format string, args ...any) error {
@@ -622,6 +671,18 @@ func (s *Scanner) encErr(at int, format string, args ...any) error {
 // xmlDecl reads the XML declaration at s.pos, if there is one, and returns
 // the encoding name it declares (nil if none) and its offset.
 func (s *Scanner) xmlDecl() (label []byte, labelAt int, err error) {
+	return s.parseDecl(false)
+}
+
+// xmlDeclHead reads the XML declaration at s.pos up to its encoding name,
+// which is as far as libxml2 reads before it switches to that charset; the
+// rest may be in it. Without an encoding name it reads the whole
+// declaration.
+func (s *Scanner) xmlDeclHead() (label []byte, labelAt int, err error) {
+	return s.parseDecl(true)
+}
+
+func (s *Scanner) parseDecl(head bool) (label []byte, labelAt int, err error) {
 	d := s.data
 	p := s.pos
 	if !bytes.HasPrefix(d[p:], []byte("<?xml")) || p+5 >= len(d) || !isSpace(d[p+5]) {
@@ -668,6 +729,9 @@ func (s *Scanner) xmlDecl() (label []byte, labelAt int, err error) {
 	}
 	if label != nil && !validEncName(label) {
 		return nil, 0, s.declErr(labelAt, fmt.Sprintf("invalid encoding name %q", label))
+	}
+	if head && label != nil {
+		return label, labelAt, nil
 	}
 	sa, saAt, err := attr("standalone", false)
 	if err != nil {

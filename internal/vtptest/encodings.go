@@ -28,9 +28,7 @@ type EncodedNotice struct {
 
 // BrokerDiffers are the notices Comet acks and this broker does not, on
 // purpose (docs/voevent.md §4.2).
-var BrokerDiffers = map[string]string{
-	"utf-7.xml": "UTF-7 has no decoder in golang.org/x/text",
-}
+var BrokerDiffers = map[string]string{}
 
 // EncodedNotices reads dir (testdata/encodings): the XPath filter on the
 // notices' non-ASCII Param value, and every notice.
