@@ -585,7 +585,7 @@ func BenchmarkScannerLatin1(b *testing.B) {
 // fuzzCharsets are the encodings FuzzScannerEncodings writes documents in.
 var fuzzCharsets = []struct {
 	label string
-	enc   encoding.Encoding
+	enc   encoding.Encoding // nil: UTF-7 (appendUTF7)
 	bom   []byte
 }{
 	{"UTF-16", unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM), []byte{0xFF, 0xFE}},
@@ -604,6 +604,26 @@ var fuzzCharsets = []struct {
 	{"EUC-KR", korean.EUCKR, nil},
 	{"GB18030", simplifiedchinese.GB18030, nil},
 	{"IBM037", charmap.CodePage037, nil},
+	// glibc's tables (glibc_tables.go), EBCDIC ones after a first line of
+	// spaces so that the document proper is in the declared code page.
+	{"TIS-620", glibcEncoding("TIS-620"), nil},
+	{"CP737", glibcEncoding("CP737"), nil},
+	{"VISCII", glibcEncoding("VISCII"), nil},
+	{"KOI8-T", glibcEncoding("KOI8-T"), nil},
+	{"ARMSCII-8", glibcEncoding("ARMSCII-8"), nil},
+	{"IBM500", glibcEncoding("IBM500"), nil},
+	{"IBM273", glibcEncoding("IBM273"), nil},
+	{"IBM1047", glibcEncoding("IBM1047"), nil},
+	{"EBCDIC-CP-ROECE", glibcEncoding("EBCDIC-CP-ROECE"), nil},
+	{"UTF-7", nil, nil},
+}
+
+func glibcEncoding(label string) encoding.Encoding {
+	cs, ok := lookupLabel([]byte(label))
+	if !ok || cs.kind != kSingle {
+		panic(label + " is not a single-byte charset")
+	}
+	return cs.enc
 }
 
 // FuzzScannerEncodings: a document written in another encoding scans to
@@ -624,17 +644,27 @@ func FuzzScannerEncodings(f *testing.F) {
 		}
 		cs := fuzzCharsets[int(which)%len(fuzzCharsets)]
 		decl := `<?xml version="1.0" encoding="` + cs.label + `"?>`
-		body, err := cs.enc.NewEncoder().Bytes([]byte(decl + doc))
-		if err != nil {
-			return // a character the charset lacks
-		}
-		// The UTF-8 form is what x/text's decoder makes of the bytes (its
-		// encoders and decoders do not always round-trip, e.g. GB18030's
-		// private use area).
-		text, err := cs.enc.NewDecoder().Bytes(body)
-		if err != nil || !bytes.HasPrefix(text, []byte(decl)) ||
-			bytes.Count(text, []byte("\uFFFD")) != strings.Count(decl+doc, "\uFFFD") {
-			return // x/text replaced bytes it could not decode (which the scanner refuses)
+		var body, text []byte
+		if cs.enc == nil {
+			body, text = appendUTF7(nil, []byte(decl+doc)), []byte(decl+doc)
+		} else {
+			if tcs, ok := lookupLabel([]byte(cs.label)); ok && tcs.ebcdic && tcs.hex != "" {
+				// The first line (45 bytes, which libxml2 reads in
+				// EBCDIC-US) holds the declaration and spaces.
+				decl += strings.Repeat(" ", max(0, ebcdicFirstLine-len(decl)))
+			}
+			var err error
+			if body, err = cs.enc.NewEncoder().Bytes([]byte(decl + doc)); err != nil {
+				return // a character the charset lacks
+			}
+			// The UTF-8 form is what x/text's decoder makes of the bytes
+			// (its encoders and decoders do not always round-trip, e.g.
+			// GB18030's private use area).
+			text, err = cs.enc.NewDecoder().Bytes(body)
+			if err != nil || !bytes.HasPrefix(text, []byte(decl)) ||
+				bytes.Count(text, []byte("\uFFFD")) != strings.Count(decl+doc, "\uFFFD") {
+				return // x/text replaced bytes it could not decode (which the scanner refuses)
+			}
 		}
 		want, wantErr := scanAll(append([]byte(`<?xml version="1.0" encoding="UTF-8"?>`), text[len(decl):]...))
 		data := append(append([]byte(nil), cs.bom...), body...)
