@@ -521,7 +521,7 @@ func (s *Scanner) prologASCII(bom int) error {
 		return err
 	}
 	if equalFoldAny(string(label), "UTF-8", "utf8") {
-		return whole()
+		return nil // read whole by xmlDeclHead
 	}
 	cs, known := lookupLabel(label)
 	switch {
@@ -676,8 +676,8 @@ func (s *Scanner) xmlDecl() (label []byte, labelAt int, err error) {
 
 // xmlDeclHead reads the XML declaration at s.pos up to its encoding name,
 // which is as far as libxml2 reads before it switches to that charset; the
-// rest may be in it. Without an encoding name it reads the whole
-// declaration.
+// rest may be in it. Without an encoding name, or with UTF-8 (the common
+// case, read once), it reads the whole declaration.
 func (s *Scanner) xmlDeclHead() (label []byte, labelAt int, err error) {
 	return s.parseDecl(true)
 }
@@ -730,7 +730,7 @@ func (s *Scanner) parseDecl(head bool) (label []byte, labelAt int, err error) {
 	if label != nil && !validEncName(label) {
 		return nil, 0, s.declErr(labelAt, fmt.Sprintf("invalid encoding name %q", label))
 	}
-	if head && label != nil {
+	if head && label != nil && !equalFoldAny(string(label), "UTF-8", "utf8") {
 		return label, labelAt, nil
 	}
 	sa, saAt, err := attr("standalone", false)
