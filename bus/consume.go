@@ -144,9 +144,19 @@ func (c *Consumer) run() {
 			r.ok()
 			continue
 		}
-		// The consumer was deleted, or the pull broke: start over. A
+		if errors.Is(err, jetstream.ErrNoHeartbeat) && c.ctx.Err() == nil {
+			// A pull lost with its leader, or a machine too busy to read
+			// the heartbeat in time: the iterator has already pulled
+			// again. Replacing it would strand what it had prefetched,
+			// unacked, until AckWait.
+			c.b.log.Info("bus consumer missed a heartbeat; pulling again", "durable", c.durable)
+			continue
+		}
+		// The consumer was deleted, or the pull broke: start over. The
+		// old iterator is stopped first so that it pulls no more. A
 		// failed start leaves the stopped iterator, whose Next fails at
 		// once, so the next round tries again.
+		it.Stop()
 		if !r.restart(c.ctx, err, func(ctx context.Context) error {
 			next, err := c.start(ctx)
 			if err != nil {
