@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,14 +82,12 @@ func TestTLSWithBinaries(t *testing.T) {
 		return id.Subject
 	}
 	p.CA.Issue(tlstest.Options{CN: "a-recv-renewed", Names: []string{"127.0.0.1"}}).WriteFiles(p.Dir, "a-recv")
-	brokerA.cmd.Process.Signal(syscall.SIGHUP)
-	brokerA.waitLog(t, "TLS certificates reloaded", 1)
+	brokerA.reload(t, "TLS certificates reloaded")
 	if s := serverSubject(); s != "CN=a-recv-renewed,O=Comet tests" {
 		t.Fatalf("after SIGHUP the receiver presents %s", s)
 	}
 	os.WriteFile(recvCert, []byte("truncated"), 0o600)
-	brokerA.cmd.Process.Signal(syscall.SIGHUP)
-	brokerA.waitLog(t, "TLS files not reloaded", 1)
+	brokerA.reload(t, "TLS files not reloaded")
 	if s := serverSubject(); s != "CN=a-recv-renewed,O=Comet tests" {
 		t.Fatalf("a bad file replaced the certificate in use: %s", s)
 	}
@@ -100,8 +97,7 @@ func TestTLSWithBinaries(t *testing.T) {
 
 	// An emptied allow file refuses B's certificate from then on.
 	os.WriteFile(allowed, []byte("# nobody\n"), 0o600)
-	brokerA.cmd.Process.Signal(syscall.SIGHUP)
-	brokerA.waitLog(t, "allowed client certificates reloaded", 1)
+	brokerA.reload(t, "allowed client certificates reloaded")
 	target2, _ := endpoint.ParseClient(fmt.Sprintf("tls:127.0.0.1:%d:trustRoots=%s:certificate=%s:privateKey=%s", a.cast, p.Trust, bCertFile, bKeyFile), 0)
 	d, err := endpoint.NewDialer(target2, 5*time.Second)
 	if err != nil {
