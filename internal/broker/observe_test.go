@@ -207,6 +207,9 @@ func TestMetricsCountExactly(t *testing.T) {
 			t.Fatal("event not delivered")
 		}
 	}
+	// A delivery is counted once its write returns, which a subscriber
+	// can outrun.
+	waitUntil(deliveryWait, func() bool { v, _ := value(scrape(t, b), "comet_deliveries_total"); return v >= 3 })
 	fams = scrape(t, b)
 	wantValue(t, fams, 3, "comet_deliveries_total")
 	wantValue(t, fams, n+1, "comet_events_accepted_total", "origin", "author")
