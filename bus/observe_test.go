@@ -30,6 +30,9 @@ func TestObservingTheBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	ingest(t, b, testEvent(505), Accepted)
+	// The server tells its consumers of a stored message on its own
+	// goroutine: the count can lag the publisher's ack for a moment.
+	waitUntil(5*time.Second, func() bool { n, _ := b.StagePending(ctxT(t), "lagging"); return n >= 6 })
 	if n, err := b.StagePending(ctxT(t), "lagging"); err != nil || n != 6 {
 		t.Errorf("StagePending = %d, %v; want the 6 events stored since the bus opened", n, err)
 	}
