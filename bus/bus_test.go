@@ -319,8 +319,8 @@ func TestRecordOutlivesPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := testEvent(17)
+	start := time.Now() // before the store's clock starts: the bounds below are then safe
 	ingest(t, b, ev, Accepted)
-	start := time.Now()
 	recv(t, got)
 	recvMsg(t, staged).Ack()
 
