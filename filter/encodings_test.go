@@ -24,7 +24,7 @@ func TestEncodedNotices(t *testing.T) {
 	parsed := 0
 	for _, n := range notices {
 		d, err := Parse(n.Data)
-		if n.Broker != "ack" {
+		if n.Comet != "ack" {
 			if err == nil {
 				t.Errorf("%s: parsed; the receiver refuses it", n.File)
 			}

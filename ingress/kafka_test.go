@@ -488,7 +488,7 @@ func TestKafkaSourceReadsEveryEncoding(t *testing.T) {
 	refused := 0
 	for _, n := range notices {
 		rs = append(rs, &kgo.Record{Topic: "enc", Value: n.Data})
-		if n.Broker == "ack" {
+		if n.Comet == "ack" {
 			want[bus.Digest(n.Data)] = true
 		} else {
 			refused++

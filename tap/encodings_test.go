@@ -21,7 +21,7 @@ func TestEncodedNotices(t *testing.T) {
 	}
 	opt := tap.Options{Payload: true, Filters: []*filter.Filter{f}}
 	for _, n := range notices {
-		if n.Broker != "ack" {
+		if n.Comet != "ack" {
 			continue
 		}
 		r, _ := line(t, delivery(t, n.Data, 1), opt)

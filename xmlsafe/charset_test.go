@@ -59,10 +59,6 @@ func readJSON(t testing.TB, name string, v any) {
 	}
 }
 
-// knownDifferences are documents Comet parses and this package refuses, on
-// purpose (docs/voevent.md §4.2); none of the notices is one today.
-var knownDifferences = map[string]string{}
-
 // Every encoded notice scans as lxml parses it, and every token's span,
 // decoded on its own, is the token's text: offsets are into the bytes
 // received, whatever the encoding.
@@ -77,12 +73,6 @@ func TestScannerEncodedNotices(t *testing.T) {
 			s := NewScanner(data, 0)
 			tokens, err := scanSpans(t, s, data)
 			wantOK := n.Comet == "ack"
-			if why, ok := knownDifferences[n.File]; ok {
-				if err == nil || !errors.Is(err, ErrEncoding) {
-					t.Fatalf("%s: got %v, want an encoding error (a known difference: %s)", n.What, err, why)
-				}
-				return
-			}
 			if wantOK != (err == nil) {
 				t.Fatalf("%s: scanner error %v; lxml: %s %s", n.What, err, n.Comet, n.LxmlError)
 			}
@@ -508,7 +498,7 @@ func TestDecode(t *testing.T) {
 			t.Fatal(err)
 		}
 		text, name, err := Decode(data)
-		if _, diff := knownDifferences[n.File]; diff || n.Comet != "ack" {
+		if n.Comet != "ack" {
 			continue // may fail in the prolog or later
 		}
 		if err != nil {

@@ -48,7 +48,7 @@ func TestEncodedNoticesGetCometsVerdict(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", n.File, err)
 		}
-		switch want := n.Broker; {
+		switch want := n.Comet; {
 		case want == "ack" && (m == nil || m.Role != vtp.RoleAck):
 			t.Errorf("%s (%s): got %+v; Comet acks it", n.File, n.What, m)
 		case want == "no reply" && m != nil:

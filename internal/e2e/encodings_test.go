@@ -29,7 +29,7 @@ func TestEncodedNoticesThroughSendVOAndTap(t *testing.T) {
 	note := map[string]string{}
 	for _, n := range notices {
 		out, code := runCmd(t, "comet-sendvo", nil, p.recvAddr(), filepath.Join(dir, n.File))
-		switch acked := n.Broker == "ack"; {
+		switch acked := n.Comet == "ack"; {
 		case acked && code != 0:
 			t.Errorf("%s: exit %d: %s", n.File, code, out)
 		case !acked && (code != 1 || !strings.Contains(out, "without a receipt") && !strings.Contains(out, "not a well-formed XML document")):

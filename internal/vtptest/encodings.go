@@ -13,10 +13,10 @@ import (
 type EncodedNotice struct {
 	File, What string
 	Data       []byte `json:"-"`
-	// Comet is Comet's verdict, "ack" or "no reply"; Broker is this
-	// broker's, which differs only where Differs says why.
-	Comet, Broker, Differs string
-	LxmlError              string `json:"lxml_error"`
+	// Comet is Comet's verdict, "ack" or "no reply", which this broker
+	// must give too.
+	Comet     string
+	LxmlError string `json:"lxml_error"`
 	// What lxml reads from an acked notice, and whether the filter
 	// (EncodedNotices' first result) matches it.
 	IVORN         string
@@ -25,10 +25,6 @@ type EncodedNotice struct {
 	Description   string
 	FilterMatches bool `json:"filter_matches"`
 }
-
-// BrokerDiffers are the notices Comet acks and this broker does not, on
-// purpose (docs/voevent.md §4.2).
-var BrokerDiffers = map[string]string{}
 
 // EncodedNotices reads dir (testdata/encodings): the XPath filter on the
 // notices' non-ASCII Param value, and every notice.
@@ -49,10 +45,6 @@ func EncodedNotices(t testing.TB, dir string) (filter string, notices []EncodedN
 		n := &v.Variants[i]
 		if n.Data, err = os.ReadFile(filepath.Join(dir, n.File)); err != nil {
 			t.Fatal(err)
-		}
-		n.Broker = n.Comet
-		if why, ok := BrokerDiffers[n.File]; ok {
-			n.Broker, n.Differs = "no reply", why
 		}
 	}
 	if len(v.Variants) < 40 || v.Generated.Filter == "" {
