@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
 // portOf is the port of a HOST:PORT --http-addr.
@@ -154,14 +156,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/comet: %v\n%s", err, out)
 	}
-	free := func() int {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).Port
-	}
+	free := func() int { return vtptest.FreePorts(t, 1)[0] }
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", free())
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin,

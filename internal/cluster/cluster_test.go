@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/comet-go/comet/internal/loadgen"
+	"github.com/comet-go/comet/internal/vtptest"
 	"github.com/comet-go/comet/stages"
 )
 
@@ -137,7 +138,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 	//     but the leaders of their consumers (moved to n1 below) die, so
 	//     a pull request waiting on n1 is silently gone.
 	//   - ingress-2 gets every URL (it is killed before n1 anyway).
-	ports := freePorts(t, 4)
+	ports := vtptest.FreePorts(t, 4)
 	inAddr := []string{fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	outAddr := []string{fmt.Sprintf("127.0.0.1:%d", ports[2]), fmt.Sprintf("127.0.0.1:%d", ports[3])}
 	bus := func(urls string) []string { return []string{"--nats", urls, "--replicas", "3"} }

@@ -26,7 +26,7 @@ import (
 // it. (The 3-node cluster does the same in TestClusterSurvivesKills.)
 func TestConcurrentDuplicatesOneServer(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 4)
+	ports := vtptest.FreePorts(t, 4)
 	n := &natsNode{name: "single", clientPort: ports[0], httpPort: ports[1]}
 	conf := filepath.Join(dir, "nats.conf")
 	cfg := fmt.Sprintf("server_name: single\nlisten: \"127.0.0.1:%d\"\nhttp: \"127.0.0.1:%d\"\njetstream { store_dir: %q }\n",

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/comet-go/comet/internal/vtptest"
 )
 
 // proc is a child process whose output goes to a log file.
@@ -101,26 +102,6 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePorts reserves n distinct free loopback ports (all held open at once,
-// so none is handed out twice) and releases them.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var lns []net.Listener
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
 // natsNode is one nats-server of the test cluster.
 type natsNode struct {
 	name                            string
@@ -157,7 +138,7 @@ cluster {
 // every one reports the same meta leader of a 3-node meta group.
 func startNATSCluster(t *testing.T, dir string) []*natsNode {
 	t.Helper()
-	ports := freePorts(t, 9)
+	ports := vtptest.FreePorts(t, 9)
 	var nodes []*natsNode
 	for i := range 3 {
 		nodes = append(nodes, &natsNode{name: fmt.Sprintf("n%d", i+1),

@@ -58,12 +58,7 @@ type proc struct {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return vtptest.FreePorts(t, 1)[0]
 }
 
 type ports struct{ recv, cast int }
@@ -71,7 +66,10 @@ type ports struct{ recv, cast int }
 func (p ports) recvAddr() string { return fmt.Sprintf("127.0.0.1:%d", p.recv) }
 func (p ports) castAddr() string { return fmt.Sprintf("127.0.0.1:%d", p.cast) }
 
-func newPorts(t *testing.T) ports { return ports{freePort(t), freePort(t)} }
+func newPorts(t *testing.T) ports {
+	p := vtptest.FreePorts(t, 2)
+	return ports{p[0], p[1]}
+}
 
 func startComet(t *testing.T, eventdb string, p ports, extra ...string) *proc {
 	t.Helper()
