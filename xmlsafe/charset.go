@@ -304,7 +304,8 @@ const markEvery = 64
 // transcoder holds a document decoded to UTF-8 and what maps offsets in it
 // back to the bytes received: how many bytes each character took (bytes
 // that decode to nothing, such as ISO-2022 shift sequences, count with the
-// character after them) and the offsets of every markEvery-th character.
+// character after them; UTF-7's '-' closing a run, with the one before)
+// and the offsets of every markEvery-th character.
 type transcoder struct {
 	active  bool
 	text    []byte
@@ -347,6 +348,17 @@ func (t *transcoder) emit(r rune, n int) {
 	t.pending = 0
 	t.text = utf8.AppendRune(t.text, r)
 	t.inLens = append(t.inLens, uint8(n))
+	t.in += n
+}
+
+// extendLast counts n more input bytes with the last character emitted
+// (the terminator of a shift sequence that character ended).
+func (t *transcoder) extendLast(n int) {
+	if len(t.inLens) == 0 || int(t.inLens[len(t.inLens)-1])+n > 255 {
+		t.pending += n
+		return
+	}
+	t.inLens[len(t.inLens)-1] += uint8(n)
 	t.in += n
 }
 

@@ -38,8 +38,9 @@ func utf7Value(c byte) (uint32, bool) {
 
 // decodeUTF7 follows glibc's utf-7.c: shift counts down from 32 the bits
 // still free in the 32-bit accumulator wch. A character's bytes are those
-// read since the previous character ended (a shift byte counts with the
-// character after it).
+// read since the previous character ended (the '+' opening a run counts
+// with the character after it, the '-' closing one with the character
+// before it).
 func (t *transcoder) decodeUTF7(src []byte) error {
 	base := t.in
 	bad := func(i int, why string) error {
@@ -77,9 +78,9 @@ func (t *transcoder) decodeUTF7(src []byte) error {
 			}
 			inBase64 = false
 			if c == '-' {
-				if !t.skip(1) {
-					return bad(i, "too long a base64 run without a character")
-				}
+				// The '-' closing a run belongs to the run's last
+				// character, so that a token's span decodes to it alone.
+				t.extendLast(1)
 				i++
 			}
 			continue
