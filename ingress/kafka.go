@@ -311,11 +311,18 @@ func (s *KafkaSource) Run(ctx context.Context) error {
 		// Kafka's own ratio (3 s in 45 s), kept for shorter sessions.
 		kgo.HeartbeatInterval(min(3*time.Second, s.cfg.SessionTimeout/3)),
 		kgo.ConsumeResetOffset(startOffset(s.cfg.Start)),
+		// franz-go calls these on every rebalance, also with nothing
+		// changed (a cooperative rebalance takes two rounds): say only
+		// what changed.
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
-			s.log.Info("kafka partitions assigned", "partitions", a)
+			if len(a) > 0 {
+				s.log.Info("kafka partitions assigned", "partitions", a)
+			}
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, r map[string][]int32) {
-			s.log.Info("kafka partitions revoked", "partitions", r)
+			if len(r) > 0 {
+				s.log.Info("kafka partitions revoked", "partitions", r)
+			}
 		}),
 	}
 	topics, regex := consumeTopics(s.cfg.Topics)
