@@ -112,27 +112,33 @@ func scanSpans(t *testing.T, s *Scanner, raw []byte) (int, error) {
 		if k == KindEnd && s.tokEnd-s.tokStart > 0 && s.data[s.tokEnd-2] == '/' {
 			continue // the span of <a/> again
 		}
-		if got := decodeSpan(t, s, raw[a:b]); !bytes.Equal(got, want) {
+		if got := decodeSpan(t, s, raw, a, b); !bytes.Equal(got, want) {
 			t.Fatalf("token %d: span [%d, %d) decodes to %q, want %q", n, a, b, got, want)
 		}
 	}
 	if a, b, ok := s.Declaration(); ok {
-		if got := decodeSpan(t, s, raw[a:b]); !bytes.HasPrefix(got, []byte("<?xml ")) || !bytes.HasSuffix(got, []byte("?>")) {
+		if got := decodeSpan(t, s, raw, a, b); !bytes.HasPrefix(got, []byte("<?xml ")) || !bytes.HasSuffix(got, []byte("?>")) {
 			t.Fatalf("declaration span [%d, %d) decodes to %q", a, b, got)
 		}
 	}
 	return n, nil
 }
 
-func decodeSpan(t *testing.T, s *Scanner, b []byte) []byte {
+// decodeSpan decodes raw[a:b] as the scanner decoded those bytes (an
+// EBCDIC document's first bytes in EBCDIC-US, the rest in its charset).
+func decodeSpan(t *testing.T, s *Scanner, raw []byte, a, b int) []byte {
 	t.Helper()
 	if s.cs == nil {
-		return b
+		return raw[a:b]
 	}
 	var tr transcoder
 	tr.reset(0)
-	if err := tr.decode(b, s.cs, s.cs == csUTF16BE || s.cs == csUTF32BE || s.cs == csUCS2BE); err != nil {
-		t.Fatalf("span % X does not decode: %v", b[:min(len(b), 16)], err)
+	if us := min(max(a, s.usUntil), b); us > a {
+		tr.decode(raw[a:us], csEBCDICUS, false)
+		a = us
+	}
+	if err := tr.decode(raw[a:b], s.cs, s.cs == csUTF16BE || s.cs == csUTF32BE || s.cs == csUCS2BE); err != nil {
+		t.Fatalf("span % X does not decode: %v", raw[a:min(b, a+16)], err)
 	}
 	return tr.text
 }
@@ -638,19 +644,27 @@ func FuzzScannerEncodings(f *testing.F) {
 		if cs.enc == nil {
 			body, text = appendUTF7(nil, []byte(decl+doc)), []byte(decl+doc)
 		} else {
+			enc := cs.enc
 			if tcs, ok := lookupLabel([]byte(cs.label)); ok && tcs.ebcdic && tcs.hex != "" {
-				// The first line (45 bytes, which libxml2 reads in
-				// EBCDIC-US) holds the declaration and spaces.
-				decl += strings.Repeat(" ", max(0, ebcdicFirstLine-len(decl)))
+				if len(decl)-2 < ebcdicFirstLine {
+					// The first line (45 bytes, which libxml2 reads in
+					// EBCDIC-US) holds the declaration and spaces.
+					decl += strings.Repeat(" ", ebcdicFirstLine-len(decl))
+				} else {
+					// The name ends past the first line: libxml2 reads on
+					// in EBCDIC-US (up to a byte it lacks, which this
+					// document has none of).
+					enc = csEBCDICUS.enc
+				}
 			}
 			var err error
-			if body, err = cs.enc.NewEncoder().Bytes([]byte(decl + doc)); err != nil {
+			if body, err = enc.NewEncoder().Bytes([]byte(decl + doc)); err != nil {
 				return // a character the charset lacks
 			}
 			// The UTF-8 form is what x/text's decoder makes of the bytes
 			// (its encoders and decoders do not always round-trip, e.g.
 			// GB18030's private use area).
-			text, err = cs.enc.NewDecoder().Bytes(body)
+			text, err = enc.NewDecoder().Bytes(body)
 			if err != nil || !bytes.HasPrefix(text, []byte(decl)) ||
 				bytes.Count(text, []byte("\uFFFD")) != strings.Count(decl+doc, "\uFFFD") {
 				return // x/text replaced bytes it could not decode (which the scanner refuses)

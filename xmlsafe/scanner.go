@@ -71,6 +71,7 @@ type Scanner struct {
 	maxDepth int
 	ascii    bool     // declared US-ASCII: every byte must be below 0x80
 	cs       *charset // the charset data was decoded from; nil for UTF-8 and US-ASCII
+	usUntil  int      // an EBCDIC document's bytes before this were decoded in EBCDIC-US
 	tr       transcoder
 	phase    uint8
 
@@ -613,7 +614,7 @@ func (s *Scanner) prologEBCDIC() error {
 	if err := s.tr.decode(s.raw[switchAt:], cs, false); err != nil {
 		return s.transcodeErr(err)
 	}
-	s.data, s.cs, s.pos = s.tr.text, cs, 0
+	s.data, s.cs, s.usUntil, s.pos = s.tr.text, cs, switchAt, 0
 	_, _, err = s.xmlDecl()
 	return err
 }
