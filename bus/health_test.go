@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -128,7 +127,10 @@ func TestServerHealthUnderLoad(t *testing.T) {
 // still there. So it does when the whole server is restarted.
 func TestExternalJetStreamShutDownRecovers(t *testing.T) {
 	dir := t.TempDir()
-	srv := vtptest.NATSServer(t, &server.Options{StoreDir: dir, MaxPayload: int32(DefaultMaxPayload + HeaderRoom)})
+	// A port below the ephemeral range, kept by the restart: while the
+	// server is down, the client's retries could otherwise take it.
+	port := vtptest.FreePorts(t, 1)[0]
+	srv := vtptest.NATSServer(t, &server.Options{Port: port, StoreDir: dir, MaxPayload: int32(DefaultMaxPayload + HeaderRoom)})
 	b := openBus(t, Config{URL: srv.ClientURL()})
 	for i := range 20 {
 		ingest(t, b, testEvent(i), Accepted)
@@ -174,7 +176,6 @@ func TestExternalJetStreamShutDownRecovers(t *testing.T) {
 	// The whole server is restarted on its port and store: a lost
 	// connection is not a store fault, and the bus stores again once it
 	// has reconnected.
-	port := srv.Addr().(*net.TCPAddr).Port
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	srv = vtptest.NATSServer(t, &server.Options{Port: port, StoreDir: dir, MaxPayload: int32(DefaultMaxPayload + HeaderRoom)})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -270,8 +269,10 @@ func TestHealthAndReadiness(t *testing.T) {
 // names the bus; once the server is back it is 200 again.
 func TestReadyzFollowsTheBus(t *testing.T) {
 	storeDir := t.TempDir()
-	srv := vtptest.NATSServer(t, &server.Options{StoreDir: storeDir})
-	port := srv.Addr().(*net.TCPAddr).Port
+	// A port below the ephemeral range, kept by the restart: while the
+	// server is down, the bus's retries could otherwise take it.
+	port := vtptest.FreePorts(t, 1)[0]
+	srv := vtptest.NATSServer(t, &server.Options{StoreDir: storeDir, Port: port})
 	b := start(t, func(c *broker.Config) {
 		withHTTP(c)
 		c.Bus = bus.Config{URL: srv.ClientURL()}

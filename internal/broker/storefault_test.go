@@ -3,7 +3,6 @@ package broker_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -206,7 +205,7 @@ func startExternalNATS(t *testing.T, dir string, disk int64) *externalNATS {
 	t.Helper()
 	e := &externalNATS{opts: &server.Options{
 		Host:              "127.0.0.1",
-		Port:              server.RANDOM_PORT,
+		Port:              vtptest.FreePorts(t, 1)[0], // kept by a restart, as an operator's would be
 		JetStream:         true,
 		StoreDir:          dir,
 		JetStreamMaxStore: disk,
@@ -215,7 +214,6 @@ func startExternalNATS(t *testing.T, dir string, disk int64) *externalNATS {
 		NoLog:             true,
 	}}
 	e.run(t)
-	e.opts.Port = e.srv.Addr().(*net.TCPAddr).Port // a restart keeps it, as an operator's would
 	t.Cleanup(func() { e.srv.Shutdown(); e.srv.WaitForShutdown() })
 	return e
 }

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -208,9 +209,13 @@ func TestSubscriberAgainstScriptedUpstreams(t *testing.T) {
 func TestSubscriberReconnects(t *testing.T) {
 	t.Run("upstream restart", func(t *testing.T) {
 		db := t.TempDir()
-		upCfg := func(c *broker.Config) { c.Bus.StoreDir = db }
-		up := start(t, upCfg)
-		upAddr := castAddr(up)
+		// Below the ephemeral range: while the upstream is down, the
+		// subscriber's retries could otherwise take its port as their own.
+		upAddr := fmt.Sprintf("127.0.0.1:%d", vtptest.FreePorts(t, 1)[0])
+		up := start(t, func(c *broker.Config) {
+			c.Bus.StoreDir = db
+			c.Broadcast = []endpoint.Endpoint{tcp(upAddr)}
+		})
 		down := start(t, func(c *broker.Config) {
 			c.Receive = nil
 			c.Subscribe = []endpoint.Endpoint{tcp(upAddr)}

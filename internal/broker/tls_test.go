@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -149,10 +148,17 @@ func TestTLSSubmitAndSubscribeByteExact(t *testing.T) {
 func TestTLSBrokersLinkedBothWays(t *testing.T) {
 	p := tlstest.NewPKI(t)
 	storeA := t.TempDir()
-	recvA, castA := p.SSL("broker-a-recv", ""), p.SSL("broker-a", ":clientCA="+p.ClientCAFile)
+	// A's ports are below the ephemeral range: while A is down, B's
+	// retries could otherwise take A's port as their own.
+	ports := vtptest.FreePorts(t, 2)
+	onPort := func(desc string, port int) endpoint.Endpoint {
+		return listenOn(t, strings.Replace(desc, "ssl:0:", "ssl:"+strconv.Itoa(port)+":", 1))
+	}
+	recvAt := onPort(p.SSL("broker-a-recv", ""), ports[0])
+	castAt := onPort(p.SSL("broker-a", ":clientCA="+p.ClientCAFile), ports[1])
 	a1 := start(t, func(c *broker.Config) {
-		c.Receive = []endpoint.Endpoint{listenOn(t, recvA)}
-		c.Broadcast = []endpoint.Endpoint{listenOn(t, castA)}
+		c.Receive = []endpoint.Endpoint{recvAt}
+		c.Broadcast = []endpoint.Endpoint{castAt}
 		c.Bus.StoreDir = storeA
 		c.Node = "broker-a"
 	})
@@ -169,10 +175,6 @@ func TestTLSBrokersLinkedBothWays(t *testing.T) {
 	if !waitUntil(10*time.Second, func() bool { return hasSubscriber(a1, "broker-b") }) {
 		t.Fatalf("B never subscribed to A over TLS: %+v", a1.Stats())
 	}
-	at := func(desc string, addr net.Addr) endpoint.Endpoint {
-		return listenOn(t, strings.Replace(desc, "ssl:0:", "ssl:"+strconv.Itoa(addr.(*net.TCPAddr).Port)+":", 1))
-	}
-	recvAt, castAt := at(recvA, a1.ReceiveAddrs()[0]), at(castA, a1.BroadcastAddrs()[0])
 	if err := a1.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
