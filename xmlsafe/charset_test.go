@@ -134,7 +134,9 @@ func decodeSpan(t *testing.T, s *Scanner, raw []byte, a, b int) []byte {
 	var tr transcoder
 	tr.reset(0)
 	if us := min(max(a, s.usUntil), b); us > a {
-		tr.decode(raw[a:us], csEBCDICUS, false)
+		if err := tr.decode(raw[a:us], csEBCDICUS, false); err != nil {
+			t.Fatalf("span % X does not decode in EBCDIC-US: %v", raw[a:min(us, a+16)], err)
+		}
 		a = us
 	}
 	if err := tr.decode(raw[a:b], s.cs, s.cs == csUTF16BE || s.cs == csUTF32BE || s.cs == csUCS2BE); err != nil {
