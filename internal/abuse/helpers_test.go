@@ -81,6 +81,13 @@ func (l *logBuf) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// held is the memory the buffer holds.
+func (l *logBuf) held() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int64(l.b.Cap())
+}
+
 func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -210,6 +217,19 @@ func (h *harness) waitAuthenticated(peer string) {
 	if !waitUntil(5*time.Second, func() bool { st := h.stats(peer); return st != nil && st.Authenticated }) {
 		h.t.Fatalf("subscriber %s not authenticated", peer)
 	}
+}
+
+// heldByTest is the memory the test itself holds on to: the broker's log
+// and every frame the reading subscriber and the tap have received.
+func (h *harness) heldByTest() int64 {
+	n := h.logs.held()
+	for _, e := range h.sub.Events() {
+		n += int64(cap(e))
+	}
+	for _, f := range h.tap.Frames() {
+		n += int64(cap(f))
+	}
+	return n
 }
 
 // stats is the broadcaster's view of the subscriber at peer, or nil.
