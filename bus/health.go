@@ -189,15 +189,21 @@ func (b *Bus) watchStore(ctx context.Context) {
 	restarts := 0 // failed restarts in a row
 	for {
 		failing := b.health.state.Load().err != nil
-		kick := b.health.kick
-		if failing {
+		kick, tick := b.health.kick, t.C
+		switch {
+		case failing:
 			kick = nil // retries keep their own pace
+		case b.srv == nil:
+			// A healthy external store is checked only when suspected: its
+			// check is a probe write, which would cost a shared system
+			// writes twice a second per process.
+			tick = nil
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-kick:
-		case <-t.C:
+		case <-tick:
 		}
 		if !failing {
 			if err := b.checkStore(ctx); err != nil && ctx.Err() == nil {

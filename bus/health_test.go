@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/comet-go/comet/internal/vtptest"
 )
@@ -117,6 +118,31 @@ func TestServerHealthUnderLoad(t *testing.T) {
 	}
 	if !b.Healthy() {
 		t.Errorf("store turned failing under load: %+v", b.StoreStatus())
+	}
+}
+
+// A healthy external store is not probed: the bus writes its probe
+// record there only when an Ingest went unanswered or while the store is
+// failing, so an idle broker adds no writes to a shared system.
+func TestHealthyExternalStoreIsNotProbed(t *testing.T) {
+	srv := vtptest.NATSServer(t, &server.Options{Port: -1, StoreDir: t.TempDir(), MaxPayload: int32(DefaultMaxPayload + HeaderRoom)})
+	b := openBus(t, Config{URL: srv.ClientURL()})
+	ingest(t, b, testEvent(0), Accepted)
+	before, err := b.stream.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * StoreCheckInterval)
+	after, err := b.stream.Info(ctxT(t), jetstream.WithSubjectFilter(SubjectPrefix+"_._._."+ProbeSHA1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.State.LastSeq != before.State.LastSeq || len(after.State.Subjects) != 0 {
+		t.Errorf("an idle bus wrote to a healthy external store: last sequence %d -> %d, probe subjects %v",
+			before.State.LastSeq, after.State.LastSeq, after.State.Subjects)
+	}
+	if !b.Healthy() {
+		t.Errorf("store not healthy: %+v", b.StoreStatus())
 	}
 }
 
