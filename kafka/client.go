@@ -8,6 +8,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -166,7 +167,7 @@ func (c Config) Resolve(log *slog.Logger) (*Client, error) {
 	cl.opts = []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.SoftwareNameAndVersion(SoftwareName, "1"),
-		kgo.DialTimeout(orDefault(c.DialTimeout, DefaultDialTimeout)),
+		kgo.DialTimeout(cmp.Or(c.DialTimeout, DefaultDialTimeout)),
 		kgo.WithLogger(logger{log}),
 	}
 	if c.TLS || c.TLSCA != "" {
@@ -290,13 +291,6 @@ func ReadSecret(path string) (string, error) {
 		return "", fmt.Errorf("%s: empty first line", path)
 	}
 	return s, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // logger hands franz-go's log lines to slog: its warnings and errors at

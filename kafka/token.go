@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,7 +44,7 @@ type TokenSource struct {
 func NewTokenSource(tokenURL, clientID, secret string, renewBefore time.Duration) *TokenSource {
 	return &TokenSource{
 		cfg:         clientcredentials.Config{ClientID: clientID, ClientSecret: secret, TokenURL: tokenURL},
-		renewBefore: orDefault(renewBefore, DefaultTokenRenewBefore),
+		renewBefore: cmp.Or(renewBefore, DefaultTokenRenewBefore),
 		http:        &http.Client{Timeout: TokenRequestTimeout},
 	}
 }
