@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRegroupHandlesOptionalAndVariadicValues(t *testing.T) {
@@ -41,6 +42,40 @@ func TestOptionsBuildTheConfig(t *testing.T) {
 	}
 	if cfg.Broadcaster.Whitelist == nil || len(cfg.Broadcaster.Whitelist.Networks()) != 0 {
 		t.Errorf("broadcast whitelist given without value must be empty (refuse all), got %v", cfg.Broadcaster.Whitelist)
+	}
+}
+
+// The broadcaster's and receiver's flow limits reach their parts' configs,
+// and a limit that cannot work is one line naming the option.
+func TestFlowLimitsReachTheirParts(t *testing.T) {
+	o, err := parseArgs([]string{"--receive", "--broadcast", "--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir(),
+		"--max-in-flight", "7", "--ack-stall-timeout", "3s", "--queue-wait", "250ms", "--linger-timeout", "2s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.config(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := cfg.Broadcaster; b.MaxInFlight != 7 || b.AckStallTimeout != 3*time.Second || b.QueueWait != 250*time.Millisecond {
+		t.Errorf("broadcaster: MaxInFlight %d, AckStallTimeout %v, QueueWait %v", b.MaxInFlight, b.AckStallTimeout, b.QueueWait)
+	}
+	if cfg.Receiver.LingerTimeout != 2*time.Second {
+		t.Errorf("receiver: LingerTimeout %v", cfg.Receiver.LingerTimeout)
+	}
+	for flag, want := range map[string]string{
+		"--max-in-flight=0":      "--max-in-flight 0: must be at least 1",
+		"--ack-stall-timeout=0s": "--ack-stall-timeout 0s: must be more than 0",
+		"--queue-wait=-1s":       "--queue-wait -1s: must be more than 0",
+		"--linger-timeout=0s":    "--linger-timeout 0s: must be more than 0",
+	} {
+		o, err := parseArgs([]string{"--receive", "--broadcast", "--local-ivo", "ivo://a.b/c", "--eventdb", t.TempDir(), flag}, io.Discard)
+		if err == nil {
+			_, err = o.config(nil)
+		}
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", flag, err, want)
+		}
 	}
 }
 
