@@ -123,6 +123,24 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 	}
 }
 
+// A --save-event-directory that exists but cannot be written is refused
+// at start-up in one line, not found on the first event.
+func TestSaveEventDirectoryNotWritable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "events")
+	os.Mkdir(dir, 0o755)
+	if os.Geteuid() == 0 {
+		vtptest.MountTmpfs(t, dir, 1<<20, "ro") // root writes through permissions
+	} else if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := run(t, "comet", "--receive", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--local-ivo", localIVO,
+		"--eventdb", filepath.Join(t.TempDir(), "db"), "--save-event", "--save-event-directory", dir)
+	prefix := "comet: --save-event-directory " + dir + ": not writable: open " + dir + "/.comet-write-test-"
+	if code != 2 || stdout != "" || !strings.HasPrefix(stderr, prefix) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 2 and one line starting %q", code, stdout, stderr, prefix)
+	}
+}
+
 // Options that have no effect, and filters calling functions XPath 1.0
 // does not define, are warnings: the broker starts.
 func TestStartupWarnings(t *testing.T) {
