@@ -127,7 +127,9 @@ func TestStartupMistakesAreOneLine(t *testing.T) {
 // at start-up in one line, not found on the first event.
 func TestSaveEventDirectoryNotWritable(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "events")
-	os.Mkdir(dir, 0o755)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if os.Geteuid() == 0 {
 		vtptest.MountTmpfs(t, dir, 1<<20, "ro") // root writes through permissions
 	} else if err := os.Chmod(dir, 0o555); err != nil {
